@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of sccourse kernels against named reference implementations."""
