@@ -1,0 +1,107 @@
+"""Evaluation shared by all assignments: clustering agreement and embedding quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["evaluate_ari", "leiden_labels", "knn_preservation", "trustworthiness"]
+
+
+def _as_2d_array(x, name: str) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(x, "toarray"):
+        x = x.toarray()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (cells x dimensions), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def leiden_labels(embedding, *, resolution: float = 0.15, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+    """Leiden clusters (igraph flavour) of the kNN graph of ``embedding`` (cells x dims).
+
+    The graph is scanpy's (UMAP connectivities, ``n_neighbors``, Euclidean on the raw coordinates).
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    emb = _as_2d_array(embedding, "embedding")
+    if emb.shape[0] <= n_neighbors:
+        raise ValueError(f"need more cells ({emb.shape[0]}) than n_neighbors ({n_neighbors})")
+    a = ad.AnnData(np.zeros((emb.shape[0], 1), dtype=np.float32))
+    a.obsm["X_emb"] = emb
+    sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
+    sc.tl.leiden(a, resolution=resolution, flavor="igraph", n_iterations=-1, directed=False,
+                 random_state=seed, key_added="leiden")
+    return a.obs["leiden"].astype(int).to_numpy()
+
+
+def evaluate_ari(embedding, labels, *, resolution: float = 0.15, n_neighbors: int = 15, seed: int = 0) -> float:
+    """Adjusted Rand index between Leiden clusters of an embedding and known labels.
+
+    kNN graph on ``embedding`` → Leiden (igraph flavour, ``resolution``) → ARI
+    (:func:`sklearn.metrics.adjusted_rand_score`). Cells whose label is missing (NaN/None) are
+    excluded from the score (they still take part in the graph).
+
+    Parameters
+    ----------
+    embedding
+        cells x dims (numpy, torch or sparse).
+    labels
+        length-n labels (array-like or pandas Series/Categorical).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    emb = _as_2d_array(embedding, "embedding")
+    lab = pd.Series(np.asarray(labels, dtype=object))
+    if len(lab) != emb.shape[0]:
+        raise ValueError(f"labels has {len(lab)} entries but embedding has {emb.shape[0]} rows")
+    keep = lab.notna().to_numpy()
+    if keep.sum() < 2:
+        raise ValueError("need at least two cells with a label")
+    clusters = leiden_labels(emb, resolution=resolution, n_neighbors=n_neighbors, seed=seed)
+    return float(adjusted_rand_score(lab[keep].astype(str).to_numpy(), clusters[keep]))
+
+
+def _knn(X: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k + 1).fit(X)
+    idx = nn.kneighbors(X, return_distance=False)
+    return idx[:, 1:]
+
+
+def knn_preservation(X_high, X_low, *, k: int = 10) -> float:
+    """Mean fraction of each cell's ``k`` nearest neighbours in ``X_high`` kept in ``X_low``.
+
+    ``(1/N) Σ_n |kNN_high(n) ∩ kNN_low(n)| / k``; 1 = every neighbourhood preserved.
+    """
+    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
+    if hi.shape[0] != lo.shape[0]:
+        raise ValueError(f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})")
+    if not 1 <= k < hi.shape[0]:
+        raise ValueError(f"k must be in [1, n_cells - 1], got {k}")
+    a, b = _knn(hi, k), _knn(lo, k)
+    hits = [len(np.intersect1d(a[i], b[i], assume_unique=True)) for i in range(a.shape[0])]
+    return float(np.mean(hits) / k)
+
+
+def trustworthiness(X_high, X_low, *, k: int = 10) -> float:
+    """Trustworthiness of an embedding (:func:`sklearn.manifold.trustworthiness`), in [0, 1]."""
+    from sklearn.manifold import trustworthiness as _tw
+
+    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
+    if hi.shape[0] != lo.shape[0]:
+        raise ValueError(f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})")
+    if not 1 <= k < hi.shape[0] / 2:
+        raise ValueError(f"k must be in [1, n_cells / 2), got {k}")
+    return float(_tw(hi, lo, n_neighbors=k))

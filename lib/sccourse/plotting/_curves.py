@@ -1,0 +1,74 @@
+"""Training / optimisation curves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["monitor_perf", "compare_curves"]
+
+
+def _as_perf(perf, columns):
+    import pandas as pd
+
+    if isinstance(perf, pd.DataFrame):
+        return perf
+    arr = np.asarray(perf, dtype=float)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"perf must be an (iterations x 3) array [iteration, objective, ARI], got shape {arr.shape}")
+    return pd.DataFrame(arr, columns=columns)
+
+
+def monitor_perf(perf, *, objective: str = "objective", title: str | None = None, save=None):
+    """Two panels: the objective and the ARI against the iteration.
+
+    Parameters
+    ----------
+    perf
+        (iterations x 3) array with columns (iteration, objective, ARI), or a DataFrame with
+        columns ``iteration``, ``objective`` name and ``ari``.
+    objective
+        Name of the objective (y-axis label of the left panel), e.g. ``"MSE"`` or ``"-ELBO"``.
+    save
+        Optional path; the figure is written there (format from the suffix).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    df = _as_perf(perf, ["iteration", objective, "ari"])
+    it_col = "iteration" if "iteration" in df else df.columns[0]
+    obj_col = objective if objective in df else df.columns[1]
+    ari_col = "ari" if "ari" in df else df.columns[2]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    axes[0].plot(df[it_col], df[obj_col], color="C0", lw=1.5)
+    axes[0].set(xlabel="iteration", ylabel=objective, title="objective")
+    ok = df[ari_col].notna()
+    axes[1].plot(df.loc[ok, it_col], df.loc[ok, ari_col], color="C1", lw=1.5, marker="o" if ok.sum() < 30 else None)
+    axes[1].set(xlabel="iteration", ylabel="ARI", title="ARI vs cell types", ylim=(min(0, df[ari_col].min()), 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    if save is not None:
+        fig.savefig(save, dpi=120)
+    return fig
+
+
+def compare_curves(curves: dict, *, xlabel: str = "iteration", ylabel: str = "ARI", title: str | None = None,
+                   save=None):
+    """Several named curves on one axis: ``{"NMF-SSE": (x, y), "NMF-Poisson": (x, y)}``."""
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("curves must hold at least one (x, y) pair")
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    for label, (x, y) in curves.items():
+        ax.plot(np.asarray(x), np.asarray(y), label=label, lw=1.5)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    if save is not None:
+        fig.savefig(save, dpi=120)
+    return fig
