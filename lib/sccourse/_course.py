@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,15 @@ def strip_outputs(path: Path) -> None:
         nbformat.write(nb, str(path))
 
 
+def tool_env() -> dict:
+    """Environment for nbgrader/jupyter subprocesses: this interpreter's scripts first on PATH
+    (nbgrader runs ``alembic`` from PATH)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
 def generate(root: Path, names: list[str], *, db: Path | None = None) -> None:
     """Run ``nbgrader generate_assignment`` for ``names`` in the course directory ``root``."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +54,7 @@ def generate(root: Path, names: list[str], *, db: Path | None = None) -> None:
         for name in names:
             cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--create",
                    f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={db_url}", "--log-level=WARN"]
-            proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+            proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=tool_env())
             if proc.returncode != 0:
                 raise RuntimeError(f"nbgrader generate_assignment {name} failed:\n{proc.stdout}\n{proc.stderr}")
             for nb in (root / RELEASE / name).glob("*.ipynb"):
@@ -82,7 +92,8 @@ def execute(names: list[str] | None = None, *, quick: bool = False, out: str = "
             pm.execute_notebook(str(src), str(dest), parameters={"quick": quick}, cwd=str(src.parent),
                                 kernel_name="python3", progress_bar=False, execution_timeout=timeout)
         except Exception as err:  # noqa: BLE001  (report and go on with the next notebook)
-            status = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[0][:120] if str(err).strip() else ''}"
+            detail = f"{getattr(err, 'ename', type(err).__name__)}: {getattr(err, 'evalue', str(err))}"
+            status = "FAILED: " + " ".join(detail.split())[:160]
         rows.append((name, time.time() - t0, status))
         print(f"{name:28s} {rows[-1][1]:8.1f} s  {status}", flush=True)
     width = max(len(r[0]) for r in rows) if rows else 10

@@ -6,7 +6,8 @@ Every real loader returns an :class:`anndata.AnnData` with raw integer counts in
 Where files come from, in order:
 
 1. the local cache, ``SCCOURSE_DATA_DIR`` (default ``data/cache/`` in the project);
-2. the mirror ``SCCOURSE_DATA_MIRROR``: a folder, or an ``http(s)://`` address serving the same tree;
+2. the mirror ``SCCOURSE_DATA_MIRROR``: a folder, or an ``http(s)://`` address serving the same tree
+   (unset: a ``shared/data`` folder beside the project checkout, when present);
 3. the original public source (``upstream``), downloaded with :mod:`pooch`.
 
 Mirror-format files are checked against their sha256; upstream files whose bytes we cannot
@@ -77,9 +78,13 @@ def cache_dir() -> Path:
 
 
 def mirror() -> str | None:
-    """The mirror location (``SCCOURSE_DATA_MIRROR``): a folder path, an http(s) URL, or None."""
+    """The mirror location: ``SCCOURSE_DATA_MIRROR`` (a folder path or an http(s) URL); when that is unset,
+    a ``shared/data`` folder beside the project checkout if there is one; else None."""
     value = os.environ.get("SCCOURSE_DATA_MIRROR", "").strip()
-    return value or None
+    if value:
+        return value
+    beside = _PROJECT_ROOT.parent / "shared" / "data"
+    return str(beside) if beside.is_dir() else None
 
 
 def available() -> pd.DataFrame:
