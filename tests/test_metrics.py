@@ -1,0 +1,89 @@
+"""Shared metrics against known answers and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+
+from sccourse import metrics
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=500, centers=4, n_features=8, cluster_std=0.4, random_state=1)
+    return X, y
+
+
+def test_separable_blobs_give_ari_one(blobs):
+    X, y = blobs
+    assert metrics.evaluate_ari(X, y) == pytest.approx(1.0)
+
+
+def test_shuffled_labels_give_ari_near_zero(blobs):
+    X, y = blobs
+    y_shuffled = np.random.default_rng(0).permutation(y)
+    assert abs(metrics.evaluate_ari(X, y_shuffled)) < 0.05
+
+
+def test_missing_labels_are_excluded(blobs):
+    X, y = blobs
+    labels = pd.Series(y.astype(object))
+    # corrupt a tenth of the labels, then hide exactly those: the score must stay perfect
+    bad = np.arange(0, len(y), 10)
+    labels.iloc[bad] = "wrong"
+    assert metrics.evaluate_ari(X, labels) < 1.0
+    labels.iloc[bad] = np.nan
+    assert metrics.evaluate_ari(X, labels) == pytest.approx(1.0)
+
+
+def test_evaluate_ari_accepts_torch_and_checks_shapes(blobs):
+    import torch
+
+    X, y = blobs
+    assert metrics.evaluate_ari(torch.from_numpy(X).float(), y) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="labels has"):
+        metrics.evaluate_ari(X, y[:-1])
+    with pytest.raises(ValueError, match="2-D"):
+        metrics.evaluate_ari(X[:, 0], y)
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.evaluate_ari(Xn, y)
+
+
+def test_leiden_resolution_changes_cluster_count(blobs):
+    X, _ = blobs
+    low = len(np.unique(metrics.leiden_labels(X, resolution=0.05)))
+    high = len(np.unique(metrics.leiden_labels(X, resolution=3.0)))
+    assert high > low
+
+
+def test_knn_preservation_identity_and_random():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 10))
+    assert metrics.knn_preservation(X, X, k=10) == 1.0
+    # a scaled/rotated copy keeps every neighbourhood
+    Q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    assert metrics.knn_preservation(X, 3 * X @ Q, k=10) == 1.0
+    # an unrelated embedding keeps about k/(N-1) by chance
+    assert metrics.knn_preservation(X, rng.normal(size=(300, 2)), k=10) < 0.15
+
+
+def test_knn_preservation_by_hand():
+    X_high = np.array([[0.0], [1.0], [10.0], [11.0]])
+    X_low = np.array([[0.0], [10.0], [1.0], [11.0]])
+    # k=1: high-dim neighbours 0<->1, 2<->3; low-dim: 0<->2, 1<->3 → none kept
+    assert metrics.knn_preservation(X_high, X_low, k=1) == 0.0
+
+
+def test_trustworthiness_matches_sklearn():
+    from sklearn.manifold import trustworthiness
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 6))
+    Y = X[:, :2] + 0.1 * rng.normal(size=(200, 2))
+    assert metrics.trustworthiness(X, Y, k=7) == pytest.approx(trustworthiness(X, Y, n_neighbors=7))
+    with pytest.raises(ValueError, match="same number of rows"):
+        metrics.trustworthiness(X, Y[:-1])

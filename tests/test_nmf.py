@@ -1,0 +1,278 @@
+"""sccourse.nmf against scikit-learn's multiplicative-update NMF, scipy and simulated ground truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from scipy import stats
+from sklearn.decomposition import NMF
+
+import sccourse.datasets as ds
+from sccourse import nmf as N
+
+BETA = {"sse": "frobenius", "poisson": "kullback-leibler"}
+
+
+def _sk_objective(Xc, W_cells, H_genes, loss):
+    """Objective as a plain numpy formula (cells x genes layout)."""
+    WH = W_cells @ H_genes
+    if loss == "sse":
+        return np.mean((Xc - WH) ** 2)
+    WHs = np.maximum(WH, np.finfo(np.float32).eps)
+    pos = Xc > 0
+    kl = np.sum(Xc[pos] * np.log(Xc[pos] / WHs[pos])) - Xc.sum() + WH.sum()
+    return kl / Xc.size
+
+
+@pytest.fixture(scope="module")
+def counts():
+    a = ds.synthetic(240, 90, 4, seed=7)
+    return a.X.toarray().astype(np.float64), a.obs["cell_type"].to_numpy()  # cells x genes
+
+
+def _sklearn_fit(Xc, W0, H0, loss, max_iter):
+    m = NMF(W0.shape[1], solver="mu", beta_loss=BETA[loss], init="custom", max_iter=max_iter, tol=0)
+    # sklearn factorises cells x genes: its W is our Hᵀ, its H our Wᵀ
+    Wc = m.fit_transform(Xc, W=H0.T.copy(), H=W0.T.copy())
+    return Wc, m.components_
+
+
+@pytest.mark.parametrize("loss", ["sse", "poisson"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_matches_sklearn_mu_float64(counts, loss, sparse):
+    Xc, _ = counts
+    W0, H0 = N.initialize(Xc, 5, orientation="cells_x_genes", seed=1)
+    Wc, Hg = _sklearn_fit(Xc, W0, H0, loss, 40)
+    X_in = sp.csr_matrix(Xc) if sparse else Xc
+    res = N.nmf(X_in, 5, loss=loss, orientation="cells_x_genes", init=(W0, H0), max_iter=40,
+                dtype=torch.float64, device="cpu")
+    ref = _sk_objective(Xc, Wc, Hg, loss)
+    assert res.history["objective"].iloc[-1] == pytest.approx(ref, rel=1e-9)
+    assert _sk_objective(Xc, res.H.T, res.W.T, loss) == pytest.approx(ref, rel=1e-9)
+    np.testing.assert_allclose(res.H.T, Wc, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.W.T, Hg, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["sse", "poisson"])
+def test_float32_objective_close_to_sklearn(counts, loss):
+    Xc, _ = counts
+    W0, H0 = N.initialize(Xc, 4, orientation="cells_x_genes", seed=2)
+    Wc, Hg = _sklearn_fit(Xc, W0, H0, loss, 60)
+    res = N.nmf(Xc.T.copy(), 4, loss=loss, init=(W0, H0), max_iter=60, device="cpu")  # genes x cells, float32
+    assert res.W.dtype == np.float32
+    assert res.history["objective"].iloc[-1] == pytest.approx(_sk_objective(Xc, Wc, Hg, loss), rel=1e-4)
+
+
+def test_history_columns_against_scipy(counts):
+    Xc, _ = counts
+    Xg = Xc.T
+    res = N.nmf(Xg, 3, loss="poisson", max_iter=15, dtype=torch.float64, device="cpu", seed=4)
+    WH = res.W @ res.H
+    # mean Poisson log-likelihood without the log X! term
+    ll = np.mean(stats.poisson.logpmf(Xg, WH) + np.vectorize(np.math.lgamma if hasattr(np, "math") else None)(Xg + 1)) \
+        if False else np.mean(stats.poisson.logpmf(Xg, WH) + stats.loggamma.__class__ and 0)
+    from scipy.special import gammaln
+
+    ll = np.mean(stats.poisson.logpmf(Xg, WH) + gammaln(Xg + 1))
+    assert res.history["loglik"].iloc[-1] == pytest.approx(ll, rel=1e-10)
+    assert res.perf().shape == (15, 3)
+    assert list(res.history["iteration"]) == list(range(1, 16))
+    r2 = N.nmf(Xg, 3, loss="sse", max_iter=7, dtype=torch.float64, device="cpu", seed=4, eval_every=3)
+    assert list(r2.history["iteration"]) == [3, 6, 7]
+    assert r2.history["mse"].iloc[-1] == pytest.approx(np.mean((Xg - r2.W @ r2.H) ** 2), rel=1e-10)
+
+
+@pytest.mark.parametrize("loss", ["sse", "poisson"])
+def test_objective_monotone(loss):
+    a = ds.synthetic(200, 80, 3, seed=11)
+    X = a.X.toarray().astype(float).T
+    X[5] = 0.0  # an all-zero gene and an all-zero cell exercise the division guards
+    X[:, 7] = 0.0
+    res = N.nmf(X, 6, loss=loss, max_iter=80, dtype=torch.float64, device="cpu", init="random", seed=0)
+    obj = res.history["objective"].to_numpy()
+    assert np.all(np.isfinite(obj))
+    assert np.all(np.diff(obj) <= 1e-12 * obj[0])
+    assert obj[-1] < obj[0]
+    assert (res.W >= 0).all() and (res.H >= 0).all()
+
+
+@pytest.mark.parametrize("loss", ["sse", "poisson"])
+@pytest.mark.parametrize("density", [0.3, 0.01])
+def test_sparse_equals_dense(loss, density):
+    rng = np.random.default_rng(3)
+    mask = rng.random((150, 400)) < density  # 0.01: exercises the row-gather path, 0.3 the blockwise one
+    X = np.where(mask, rng.poisson(4.0, size=mask.shape) + 1, 0).astype(float)
+    X[0, 0] = 3.0
+    dense = N.nmf(X, 4, loss=loss, max_iter=30, dtype=torch.float64, device="cpu", seed=5)
+    spar = N.nmf(sp.csr_matrix(X), 4, loss=loss, max_iter=30, dtype=torch.float64, device="cpu", seed=5)
+    np.testing.assert_allclose(spar.W, dense.W, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(spar.H, dense.H, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(spar.history["objective"], dense.history["objective"], rtol=1e-9)
+    tsp = N.nmf(torch.tensor(X).to_sparse_csr(), 4, loss=loss, max_iter=5, dtype=torch.float64, device="cpu")
+    tdn = N.nmf(torch.tensor(X), 4, loss=loss, max_iter=5, dtype=torch.float64, device="cpu")
+    np.testing.assert_allclose(tsp.W, tdn.W, rtol=1e-8, atol=1e-12)
+
+
+def test_orientation_gives_same_factors(counts):
+    Xc, _ = counts
+    a = N.nmf(Xc, 3, orientation="cells_x_genes", max_iter=10, dtype=torch.float64, device="cpu")
+    b = N.nmf(Xc.T, 3, orientation="genes_x_cells", max_iter=10, dtype=torch.float64, device="cpu")
+    assert a.W.shape == (Xc.shape[1], 3) and a.H.shape == (3, Xc.shape[0])
+    np.testing.assert_allclose(a.W, b.W)
+    assert a.embedding.shape == (Xc.shape[0], 3)
+
+
+def test_nndsvda_init_matches_sklearn(counts):
+    Xc, _ = counts
+    m = NMF(4, solver="mu", init="nndsvda", max_iter=25, tol=0, random_state=3)
+    Wc = m.fit_transform(Xc)
+    res = N.nmf(Xc, 4, orientation="cells_x_genes", init="nndsvda", seed=3, max_iter=25, dtype=torch.float64,
+                device="cpu")
+    np.testing.assert_allclose(res.H.T, Wc, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.W.T, m.components_, rtol=1e-6, atol=1e-9)
+
+
+def test_recovers_exact_low_rank_product():
+    rng = np.random.default_rng(0)
+    W = rng.gamma(1.0, 1.0, size=(60, 3)) * (rng.random((60, 3)) < 0.5)
+    H = rng.gamma(1.0, 1.0, size=(3, 90)) * (rng.random((3, 90)) < 0.5)
+    W[:3, :] += np.eye(3)  # identifiable: separable anchors
+    H[:, :3] += np.eye(3)
+    X = W @ H
+    for loss in ("sse", "poisson"):
+        res = N.nmf(X, 3, loss=loss, max_iter=2000, dtype=torch.float64, device="cpu", eval_every=500, seed=1)
+        rel = np.linalg.norm(X - res.W @ res.H) / np.linalg.norm(X)
+        assert rel < 1e-2, (loss, rel)
+
+
+def test_seed_reproducible_and_distinct(counts):
+    Xc, _ = counts
+    a = N.nmf(Xc.T, 3, max_iter=5, seed=9, device="cpu")
+    b = N.nmf(Xc.T, 3, max_iter=5, seed=9, device="cpu")
+    c = N.nmf(Xc.T, 3, max_iter=5, seed=10, device="cpu")
+    np.testing.assert_array_equal(a.W, b.W)
+    assert not np.allclose(a.W, c.W)
+
+
+def test_tol_and_callback_stop_early(counts):
+    Xc, _ = counts
+    res = N.nmf(Xc.T, 3, loss="poisson", max_iter=500, tol=1e-3, device="cpu")
+    assert res.n_iter < 500 and len(res.history) == res.n_iter
+    seen = []
+
+    def cb(it, W, H, rec):
+        seen.append((it, rec["objective"]))
+        assert isinstance(W, torch.Tensor) and W.shape[1] == 3
+        return it >= 4
+
+    res = N.nmf(Xc.T, 3, loss="sse", max_iter=50, callback=cb, eval_every=2, device="cpu")
+    assert [s[0] for s in seen] == [2, 4] and res.n_iter == 4
+
+
+def test_ari_in_history(counts):
+    Xc, labels = counts
+    res = N.nmf(Xc.T, 4, loss="poisson", max_iter=30, labels=labels, eval_every=15, device="cpu")
+    from sccourse.metrics import evaluate_ari
+
+    assert res.history["ari"].notna().all()
+    assert res.history["ari"].iloc[-1] == pytest.approx(evaluate_ari(res.embedding, labels))
+    assert res.history["ari"].iloc[-1] > 0.5  # four well separated simulated types
+
+
+@pytest.mark.parametrize(
+    "kwargs, X, match",
+    [
+        ({}, -np.ones((4, 5)), "negative"),
+        ({}, np.full((4, 5), np.nan), "NaN"),
+        ({"n_components": 6}, np.ones((4, 5)), "larger than min"),
+        ({"n_components": 0}, np.ones((4, 5)), "n_components"),
+        ({"loss": "gauss"}, np.ones((4, 5)), "loss"),
+        ({"orientation": "rows"}, np.ones((4, 5)), "orientation"),
+        ({"init": "svd"}, np.ones((4, 5)), "init"),
+        ({"init": (np.ones((5, 2)), np.ones((2, 5)))}, np.ones((4, 5)), "shapes"),
+        ({"init": (-np.ones((4, 2)), np.ones((2, 5)))}, np.ones((4, 5)), "non-negative"),
+        ({"max_iter": 0}, np.ones((4, 5)), "max_iter"),
+        ({"dtype": torch.int32}, np.ones((4, 5)), "dtype"),
+        ({"labels": ["a", "b"]}, np.ones((4, 5)), "labels"),
+        ({}, np.zeros((4, 5)), "all zero"),
+        ({}, np.ones(5), "2-D"),
+        ({"loss": "poisson"}, sp.csr_matrix(-np.eye(4)), "negative"),
+    ],
+)
+def test_bad_input(kwargs, X, match):
+    kw = {"n_components": 2, **kwargs}
+    k = kw.pop("n_components")
+    with pytest.raises(ValueError, match=match):
+        N.nmf(X, k, max_iter=kw.pop("max_iter", 2), device="cpu", **kw)
+
+
+def test_poisson_accepts_non_integer_values():
+    X = np.random.default_rng(0).gamma(2.0, 1.5, size=(30, 20))
+    res = N.nmf(X, 2, loss="poisson", max_iter=20, dtype=torch.float64, device="cpu")
+    assert np.all(np.diff(res.history["objective"]) <= 1e-12)
+
+
+def test_anndata_wrapper():
+    a = ds.synthetic(150, 60, 3, seed=2)
+    res = N.nmf(a, 3, loss="poisson", max_iter=10, device="cpu", labels_key=None) if False else None
+    res = N.nmf_adata(a, 3, loss="poisson", max_iter=10, device="cpu", labels_key="cell_type", eval_every=5)
+    assert a.obsm["X_nmf"].shape == (150, 3) and a.varm["NMF_loadings"].shape == (60, 3)
+    Xc = a.X.toarray().astype(float)
+    direct = N.nmf(Xc, 3, loss="poisson", max_iter=10, device="cpu", orientation="cells_x_genes")
+    np.testing.assert_allclose(a.obsm["X_nmf"], direct.H.T, rtol=1e-5)
+    assert np.isfinite(a.uns["nmf"]["history"]["ari"]).all()
+    b = ds.synthetic(150, 60, 3, seed=2)
+    N.nmf(b, 3, max_iter=3, device="cpu")  # AnnData passed to nmf goes through the wrapper
+    assert "X_nmf" in b.obsm
+    c = ds.synthetic(50, 20, 2, seed=2)
+    with pytest.raises(ValueError, match="larger than min"):
+        N.nmf_adata(c, 60, device="cpu")
+    assert "X_nmf" not in c.obsm and "NMF_loadings" not in c.varm
+    with pytest.raises(ValueError, match="labels_key"):
+        N.nmf_adata(c, 2, labels_key="nope")
+    with pytest.raises(TypeError):
+        N.nmf_adata(np.ones((3, 3)), 2)
+
+
+def test_select_variable_genes_against_scanpy():
+    import scanpy as sc
+
+    a = ds.synthetic(120, 300, 3, seed=4)
+    out = N.select_variable_genes(a, 50)
+    b = a.copy()
+    b.X = b.X.astype(np.float64)
+    sc.pp.normalize_total(b, target_sum=1e6)
+    sc.pp.log1p(b)
+    v = np.var(b.X.toarray(), axis=0, ddof=1)
+    expected = np.sort(np.argsort(-v, kind="stable")[:50])
+    assert list(out.var_names) == list(a.var_names[expected])
+    np.testing.assert_allclose(out.var["log1p_cpm_var"], v[expected], rtol=1e-10)
+    assert sp.issparse(out.X) and out.X.dtype.kind == "i"  # raw counts kept
+    assert N.select_variable_genes(a, 1000).n_vars == 300
+    with pytest.raises(ValueError, match="n_top_genes"):
+        N.select_variable_genes(a, 0)
+
+
+def test_baron_selection(mirror):
+    a = ds.baron_mouse_pancreas(mice=("mouse1",))
+    out = N.select_variable_genes(a, 4000)
+    assert out.shape == (a.n_obs, 4000)
+    for marker in ("Ins1", "Gcg", "Sst", "Ppy"):  # endocrine hormones are among the most variable genes
+        assert marker in out.var_names
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loss", ["sse", "poisson"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cpu_equals_cuda(counts, loss, sparse):
+    Xc, _ = counts
+    X = sp.csr_matrix(Xc) if sparse else Xc
+    kw = dict(loss=loss, orientation="cells_x_genes", max_iter=30, dtype=torch.float64, seed=0)
+    cpu = N.nmf(X, 4, device="cpu", **kw)
+    gpu = N.nmf(X, 4, device="cuda", **kw)
+    np.testing.assert_allclose(gpu.W, cpu.W, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(gpu.history["objective"], cpu.history["objective"], rtol=1e-9)
+    assert isinstance(gpu.history, pd.DataFrame)
