@@ -38,8 +38,8 @@ def _stamp() -> str:
 
 def setup() -> None:
     """Create or update .venv; idempotent."""
-    if sys.version_info < (3, 10):
-        sys.exit(f"sccourse needs Python >= 3.10 (this is {sys.version.split()[0]})")
+    if sys.version_info < (3, 11):
+        sys.exit(f"sccourse needs Python >= 3.11 (this is {sys.version.split()[0]})")
     stamp_file = VENV / ".sccourse-stamp"
     if PY.exists() and stamp_file.exists() and stamp_file.read_text() == _stamp():
         return
