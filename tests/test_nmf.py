@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import sccourse.datasets as ds
 import scipy.sparse as sp
 import torch
-from scipy import stats
-from sklearn.decomposition import NMF
-
-import sccourse.datasets as ds
 from sccourse import nmf as N
+from scipy import stats
+from scipy.special import gammaln
+from sklearn.decomposition import NMF
 
 BETA = {"sse": "frobenius", "poisson": "kullback-leibler"}
 
@@ -72,10 +72,6 @@ def test_history_columns_against_scipy(counts):
     res = N.nmf(Xg, 3, loss="poisson", max_iter=15, dtype=torch.float64, device="cpu", seed=4)
     WH = res.W @ res.H
     # mean Poisson log-likelihood without the log X! term
-    ll = np.mean(stats.poisson.logpmf(Xg, WH) + np.vectorize(np.math.lgamma if hasattr(np, "math") else None)(Xg + 1)) \
-        if False else np.mean(stats.poisson.logpmf(Xg, WH) + stats.loggamma.__class__ and 0)
-    from scipy.special import gammaln
-
     ll = np.mean(stats.poisson.logpmf(Xg, WH) + gammaln(Xg + 1))
     assert res.history["loglik"].iloc[-1] == pytest.approx(ll, rel=1e-10)
     assert res.perf().shape == (15, 3)
@@ -217,8 +213,7 @@ def test_poisson_accepts_non_integer_values():
 
 def test_anndata_wrapper():
     a = ds.synthetic(150, 60, 3, seed=2)
-    res = N.nmf(a, 3, loss="poisson", max_iter=10, device="cpu", labels_key=None) if False else None
-    res = N.nmf_adata(a, 3, loss="poisson", max_iter=10, device="cpu", labels_key="cell_type", eval_every=5)
+    N.nmf_adata(a, 3, loss="poisson", max_iter=10, device="cpu", labels_key="cell_type", eval_every=5)
     assert a.obsm["X_nmf"].shape == (150, 3) and a.varm["NMF_loadings"].shape == (60, 3)
     Xc = a.X.toarray().astype(float)
     direct = N.nmf(Xc, 3, loss="poisson", max_iter=10, device="cpu", orientation="cells_x_genes")
@@ -260,7 +255,8 @@ def test_baron_selection(mirror):
     a = ds.baron_mouse_pancreas(mice=("mouse1",))
     out = N.select_variable_genes(a, 4000)
     assert out.shape == (a.n_obs, 4000)
-    for marker in ("Ins1", "Gcg", "Sst", "Ppy"):  # endocrine hormones are among the most variable genes
+    # markers of minority types vary most (insulin is high in every cell, from ambient RNA, so it is not)
+    for marker in ("Gcg", "Sst", "Ppy", "Pecam1", "Krt19"):
         assert marker in out.var_names
 
 
@@ -270,7 +266,7 @@ def test_baron_selection(mirror):
 def test_cpu_equals_cuda(counts, loss, sparse):
     Xc, _ = counts
     X = sp.csr_matrix(Xc) if sparse else Xc
-    kw = dict(loss=loss, orientation="cells_x_genes", max_iter=30, dtype=torch.float64, seed=0)
+    kw = {"loss": loss, "orientation": "cells_x_genes", "max_iter": 30, "dtype": torch.float64, "seed": 0}
     cpu = N.nmf(X, 4, device="cpu", **kw)
     gpu = N.nmf(X, 4, device="cuda", **kw)
     np.testing.assert_allclose(gpu.W, cpu.W, rtol=1e-7, atol=1e-10)

@@ -1,0 +1,248 @@
+"""Torch kernels behind :mod:`sccourse.nmf`: data holders and the multiplicative updates.
+
+Everything here works on the genes x cells matrix ``X`` (M x N) with ``X ≈ W H``, ``W`` (M x K),
+``H`` (K x N). Two data holders expose the few products the updates need, so the update code
+is the same for dense and sparse input:
+
+* :class:`DenseData` keeps ``X`` as a dense tensor;
+* :class:`SparseData` keeps ``X`` in CSR form (and its transpose) and never forms a dense ``X``;
+  for the Poisson update it evaluates ``(WH)_ij`` only at the non-zeros of ``X``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+#: Division guard, as in scikit-learn's multiplicative updates (float32 machine epsilon).
+EPS = float(np.finfo(np.float32).eps)
+
+# a dense block of W H is at most this many entries when the sparse Poisson update goes blockwise
+_BLOCK_ENTRIES = 1 << 22
+
+
+def _fsum(t: torch.Tensor) -> float:
+    """Sum in float64 (accurate objective values from float32 tensors)."""
+    return float(torch.sum(t, dtype=torch.float64))
+
+
+class DenseData:
+    """Dense ``X`` (M x N) on a device."""
+
+    sparse = False
+
+    def __init__(self, X: torch.Tensor):
+        self.X = X
+        self.shape = tuple(X.shape)
+        self.sum_x = _fsum(X)
+        self.sum_x2 = float(torch.sum(X.double() ** 2)) if X.dtype != torch.float64 else float(torch.sum(X * X))
+        pos = X > 0
+        self.sum_xlogx = _fsum(torch.where(pos, X * torch.log(torch.where(pos, X, torch.ones_like(X))),
+                                           torch.zeros_like(X)))
+
+    def x_ht(self, H: torch.Tensor) -> torch.Tensor:
+        """``X Hᵀ`` (M x K)."""
+        return self.X @ H.T
+
+    def wt_x(self, W: torch.Tensor) -> torch.Tensor:
+        """``Wᵀ X`` (K x N)."""
+        return W.T @ self.X
+
+    def ratio(self, W: torch.Tensor, H: torch.Tensor, want_loglik: bool):
+        """``R = X / max(WH, eps)`` (zero where X is zero) and, if asked, ``Σ X log max(WH, eps)``."""
+        WH = (W @ H).clamp_min_(EPS)
+        R = self.X / WH
+        xlog = _fsum(self.X * torch.log(WH)) if want_loglik else None
+        return R, xlog
+
+    @staticmethod
+    def r_ht(R, H):
+        return R @ H.T
+
+    @staticmethod
+    def wt_r(W, R):
+        return W.T @ R
+
+
+class SparseData:
+    """Sparse ``X`` (M x N) held as CSR (rows = genes) plus its transpose; never densified."""
+
+    sparse = True
+
+    def __init__(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device):
+        X = sp.csr_matrix(X)
+        X.sum_duplicates()
+        X.sort_indices()
+        X.eliminate_zeros()
+        M, N = X.shape
+        self.shape = (M, N)
+        self.device = device
+        self.dtype = dtype
+        # transpose with a permutation mapping the CSR data order onto the CSR-of-transpose order
+        order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+        XT = sp.csr_matrix(order.T)
+        XT.sort_indices()
+        perm = XT.data.astype(np.int64)
+        self.crow = torch.as_tensor(X.indptr.astype(np.int64), device=device)
+        self.col = torch.as_tensor(X.indices.astype(np.int64), device=device)
+        self.crow_t = torch.as_tensor(XT.indptr.astype(np.int64), device=device)
+        self.col_t = torch.as_tensor(XT.indices.astype(np.int64), device=device)
+        self.perm = torch.as_tensor(perm, device=device)
+        self.data = torch.as_tensor(X.data, dtype=dtype, device=device)
+        self.row = torch.repeat_interleave(torch.arange(M, device=device), torch.diff(self.crow))
+        self.Xc = self._csr(self.data)
+        self.Xtc = self._csr_t(self.data)
+        self.sum_x = _fsum(self.data)
+        self.sum_x2 = float(torch.sum(self.data.double() ** 2))
+        self.sum_xlogx = _fsum(self.data * torch.log(self.data))
+        # strategy for (WH) at the non-zeros: dense row blocks + gather when X is not very sparse
+        density = X.nnz / max(M * N, 1)
+        self.blockwise = density > 0.02
+        if self.blockwise:
+            rows_per_block = max(1, _BLOCK_ENTRIES // max(N, 1))
+            self.blocks = []
+            for r0 in range(0, M, rows_per_block):
+                r1 = min(M, r0 + rows_per_block)
+                a, b = int(X.indptr[r0]), int(X.indptr[r1])
+                flat = (self.row[a:b] - r0) * N + self.col[a:b]
+                self.blocks.append((r0, r1, a, b, flat))
+
+    def _csr(self, values):
+        with warnings.catch_warnings():  # torch calls its CSR support "beta"; we only use construction and @
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+    def _csr_t(self, values):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow_t, self.col_t, values[self.perm], self.shape[::-1],
+                                           check_invariants=False)
+
+    def x_ht(self, H):
+        return self.Xc @ H.T.contiguous()
+
+    def wt_x(self, W):
+        return (self.Xtc @ W).T
+
+    def wh_at_nonzeros(self, W, H):
+        """``(WH)_ij`` for every stored ``(i, j)``, in CSR data order."""
+        if self.blockwise:
+            out = torch.empty_like(self.data)
+            for r0, r1, a, b, flat in self.blocks:
+                out[a:b] = (W[r0:r1] @ H).reshape(-1)[flat]
+            return out
+        Ht = H.T.contiguous()
+        out = torch.empty_like(self.data)
+        step = max(1, _BLOCK_ENTRIES // max(W.shape[1], 1))
+        for a in range(0, self.data.numel(), step):
+            b = min(self.data.numel(), a + step)
+            out[a:b] = (W[self.row[a:b]] * Ht[self.col[a:b]]).sum(1)
+        return out
+
+    def ratio(self, W, H, want_loglik: bool):
+        wh = self.wh_at_nonzeros(W, H).clamp_min_(EPS)
+        vals = self.data / wh
+        xlog = _fsum(self.data * torch.log(wh)) if want_loglik else None
+        return vals, xlog
+
+    def r_ht(self, vals, H):
+        return self._csr(vals) @ H.T.contiguous()
+
+    def wt_r(self, W, vals):
+        return (self._csr_t(vals) @ W).T
+
+
+def _guard(den: torch.Tensor) -> torch.Tensor:
+    """Denominator guard: exact zeros become ``EPS`` (an all-zero factor then stays zero)."""
+    return den.masked_fill_(den == 0, EPS)
+
+
+def sse_objective(data, W, H, XHt) -> float:
+    """``‖X − WH‖²_F = ‖X‖² − 2⟨W, XHᵀ⟩ + ⟨WᵀW, HHᵀ⟩`` from the already computed ``X Hᵀ``."""
+    cross = float(torch.sum(W.double() * XHt.double()))
+    quad = float(torch.sum((W.T @ W).double() * (H @ H.T).double()))
+    return max(data.sum_x2 - 2.0 * cross + quad, 0.0)
+
+
+def sse_step(data, W, H):
+    """One Lee–Seung step for ``‖X − WH‖²``: H first, then W. Returns ``‖X − WH‖²`` after the step."""
+    # H <- H * (Wᵀ X) / (Wᵀ W H)
+    num = data.wt_x(W)
+    den = _guard((W.T @ W) @ H)
+    H.mul_(num.div_(den))
+    # W <- W * (X Hᵀ) / (W H Hᵀ)
+    XHt = data.x_ht(H)
+    den = _guard(W @ (H @ H.T))
+    W.mul_(XHt / den)
+    return sse_objective(data, W, H, XHt)
+
+
+def poisson_h_step(data, W, H, want_loglik: bool):
+    """KL/Poisson update of H: ``H ← H ∘ Wᵀ(X / WH) / (Wᵀ 1)``.
+
+    Returns ``Σ X log max(WH, eps)`` of the (W, H) *before* the update when ``want_loglik``.
+    """
+    R, xlog = data.ratio(W, H, want_loglik)
+    num = data.wt_r(W, R)
+    wsum = W.sum(0)
+    wsum = wsum.masked_fill(wsum == 0, 1.0)
+    H.mul_(num / wsum[:, None])
+    return xlog
+
+
+def poisson_w_step(data, W, H):
+    """KL/Poisson update of W: ``W ← W ∘ (X / WH) Hᵀ / (1 Hᵀ)``."""
+    R, _ = data.ratio(W, H, False)
+    num = data.r_ht(R, H)
+    W.mul_(num / _guard(H.sum(1))[None, :])
+
+
+def poisson_terms(data, W, H, xlog: float) -> dict:
+    """Mean generalised KL divergence and mean Poisson log-likelihood (without ``log X!``)."""
+    M, N = data.shape
+    sum_wh = float(W.double().sum(0) @ H.double().sum(1))
+    kl = data.sum_xlogx - xlog - data.sum_x + sum_wh
+    return {"objective": kl / (M * N), "loglik": (xlog - sum_wh) / (M * N)}
+
+
+def nndsvd(A, n_components: int, *, variant: str = "nndsvda", seed: int = 0):
+    """NNDSVD initialisation (Boutsidis & Gallopoulos 2008) of ``A ≈ U V`` (A: n x f, numpy/scipy).
+
+    Each singular pair ``(u_j, s_j, v_j)`` is split into its positive and negative parts and the
+    part with the larger ``‖u±‖‖v±‖`` is kept, scaled by ``sqrt(s_j ‖u±‖‖v±‖)``. ``"nndsvda"`` fills
+    the zeros with the mean of ``A``; ``"nndsvd"`` leaves them at zero.
+    Returns ``(U0, V0)`` with shapes (n x K) and (K x f).
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    U, S, Vt = randomized_svd(A, n_components, random_state=seed)
+    n, f = A.shape
+    U0 = np.zeros((n, n_components))
+    V0 = np.zeros((n_components, f))
+    U0[:, 0] = math.sqrt(S[0]) * np.abs(U[:, 0])
+    V0[0, :] = math.sqrt(S[0]) * np.abs(Vt[0, :])
+    for j in range(1, n_components):
+        x, y = U[:, j], Vt[j, :]
+        xp, yp = np.maximum(x, 0), np.maximum(y, 0)
+        xn, yn = np.abs(np.minimum(x, 0)), np.abs(np.minimum(y, 0))
+        xpn, ypn = np.linalg.norm(xp), np.linalg.norm(yp)
+        xnn, ynn = np.linalg.norm(xn), np.linalg.norm(yn)
+        mp, mn = xpn * ypn, xnn * ynn
+        if mp > mn:
+            u, v, sigma = xp / xpn, yp / ypn, mp
+        else:
+            u, v, sigma = xn / xnn, yn / ynn, mn
+        lam = math.sqrt(S[j] * sigma)
+        U0[:, j] = lam * u
+        V0[j, :] = lam * v
+    U0[U0 < 1e-6] = 0
+    V0[V0 < 1e-6] = 0
+    if variant == "nndsvda":
+        avg = float(A.mean())
+        U0[U0 == 0] = avg
+        V0[V0 == 0] = avg
+    return U0, V0

@@ -1,0 +1,466 @@
+"""Non-negative matrix factorisation of count matrices (squared error or Poisson likelihood).
+
+The model factorises the genes x cells matrix ``X`` (M x N) as ``X ≈ W H`` with gene loadings
+``W ≥ 0`` (M x K) and cell factors ``H ≥ 0`` (K x N), by Lee & Seung's multiplicative updates:
+
+* ``loss="sse"``: minimise ``‖X − WH‖²_F`` (a Gaussian likelihood),
+  ``H ← H ∘ WᵀX / WᵀWH``, ``W ← W ∘ XHᵀ / WHHᵀ``;
+* ``loss="poisson"``: maximise ``Σ X log WH − WH`` (equivalently minimise the generalised KL
+  divergence ``D(X‖WH)``), ``H ← H ∘ Wᵀ(X/WH) / Wᵀ1``, ``W ← W ∘ (X/WH)Hᵀ / 1Hᵀ``.
+
+Both objectives are non-increasing under these updates. Divisions are guarded as in scikit-learn
+(``WH < eps → eps`` inside ``X / WH``, zero denominators → eps), which keeps that property.
+
+Public API: :func:`nmf` (arrays, or AnnData through :func:`nmf_adata`), :class:`NMFResult`,
+:func:`select_variable_genes` (the gene filter used in the course assignment).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from . import _nmf_kernels as K_
+from ._device import get_device
+
+__all__ = ["NMFResult", "initialize", "nmf", "nmf_adata", "select_variable_genes"]
+
+_LOSSES = ("sse", "poisson")
+_ORIENTATIONS = ("genes_x_cells", "cells_x_genes")
+_INITS = ("random", "nndsvda", "nndsvd")
+
+
+@dataclasses.dataclass
+class NMFResult:
+    """Result of :func:`nmf`.
+
+    Attributes
+    ----------
+    W
+        Gene loadings, genes x K (numpy), whatever the input orientation.
+    H
+        Cell factors, K x cells (numpy), whatever the input orientation.
+    history
+        One row per evaluated iteration: ``iteration``, ``objective`` (the minimised loss: mean
+        squared error ``‖X − WH‖²/(MN)`` for ``"sse"``, mean generalised KL divergence for
+        ``"poisson"``), ``mse`` or ``loglik`` (mean Poisson log-likelihood ``Σ(X log WH − WH)/(MN)``),
+        ``ari`` (NaN without labels) and ``time_s`` (seconds since the start, evaluation excluded).
+    loss, n_iter
+        The loss used and the number of iterations run.
+    """
+
+    W: np.ndarray
+    H: np.ndarray
+    history: pd.DataFrame
+    loss: str
+    n_iter: int
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """Cells x K cell factors (``Hᵀ``), e.g. for clustering."""
+        return self.H.T
+
+    @property
+    def loadings(self) -> np.ndarray:
+        """Genes x K gene loadings (``W``)."""
+        return self.W
+
+    def perf(self) -> np.ndarray:
+        """The course's ``perf`` array: columns (iteration, MSE or mean log-likelihood, ARI)."""
+        second = "mse" if self.loss == "sse" else "loglik"
+        return self.history[["iteration", second, "ari"]].to_numpy(dtype=float)
+
+
+# --------------------------------------------------------------------------------------
+# input handling
+# --------------------------------------------------------------------------------------
+def _is_anndata(X) -> bool:
+    try:
+        import anndata as ad
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(X, ad.AnnData)
+
+
+def _check_int(name: str, value, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _as_matrix(X, orientation: str):
+    """numpy / scipy.sparse / torch → (genes x cells) as a scipy CSR matrix or a dense numpy array."""
+    if isinstance(X, torch.Tensor):
+        if X.layout != torch.strided:
+            Xc = X.detach().cpu().to_sparse_coo().coalesce()
+            idx = Xc.indices().numpy()
+            X = sp.csr_matrix((Xc.values().numpy(), (idx[0], idx[1])), shape=tuple(Xc.shape))
+        else:
+            X = X.detach().cpu().numpy()
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if X.ndim != 2:  # pragma: no cover - scipy matrices are always 2-D
+            raise ValueError("X must be 2-D")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
+        vals = X.data
+    else:
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"X must be a numeric matrix, got dtype {X.dtype}")
+        if X.ndim != 2:
+            raise ValueError(f"X must be a 2-D matrix ({orientation.replace('_x_', ' x ')}), got shape {X.shape}")
+        vals = X
+    if vals.size and not np.isfinite(vals).all():
+        raise ValueError("X contains NaN or infinite values; NMF needs finite non-negative values")
+    if vals.size and vals.min() < 0:
+        raise ValueError(f"X has negative entries (minimum {vals.min():g}); NMF needs a non-negative matrix")
+    if orientation == "cells_x_genes":
+        X = X.T.tocsr() if sp.issparse(X) else X.T
+    if X.shape[0] < 1 or X.shape[1] < 1 or (vals.size == 0 or vals.max() == 0):
+        raise ValueError(f"X (shape {X.shape}) is empty or all zero; nothing to factorise")
+    return X
+
+
+def initialize(X, n_components: int, *, init: str = "random", orientation: str = "genes_x_cells", seed: int = 0):
+    """Starting factors ``(W0, H0)`` for :func:`nmf` (W0: genes x K, H0: K x cells, float64 numpy).
+
+    ``"random"``: ``sqrt(mean(X)/K) · |N(0, 1)|`` entries from a CPU generator seeded with ``seed``
+    (same numbers on every device). ``"nndsvda"`` / ``"nndsvd"``: non-negative double SVD of the
+    cells x genes matrix (randomized SVD seeded with ``seed``; zeros filled with mean(X) for "nndsvda").
+    """
+    if orientation not in _ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {_ORIENTATIONS}, got {orientation!r}")
+    Xg = _as_matrix(X, orientation)
+    k = _check_k(n_components, Xg.shape)
+    return _init(Xg, k, init, seed)
+
+
+def _check_k(n_components, shape) -> int:
+    k = _check_int("n_components", n_components)
+    if k > min(shape):
+        raise ValueError(
+            f"n_components={k} is larger than min(genes, cells) = min{tuple(shape)}; choose K <= {min(shape)}"
+        )
+    return k
+
+
+def _init(Xg, k: int, init, seed: int):
+    M, N = Xg.shape
+    if isinstance(init, str):
+        if init not in _INITS:
+            raise ValueError(f"init must be one of {_INITS} or a (W0, H0) pair, got {init!r}")
+        if init == "random":
+            g = torch.Generator().manual_seed(int(seed))
+            avg = np.sqrt(float(Xg.mean()) / k)
+            W0 = avg * torch.randn(M, k, generator=g, dtype=torch.float64).abs().numpy()
+            H0 = avg * torch.randn(k, N, generator=g, dtype=torch.float64).abs().numpy()
+            return W0, H0
+        U0, V0 = K_.nndsvd(Xg.T.tocsr() if sp.issparse(Xg) else Xg.T, k, variant=init, seed=seed)
+        return V0.T.copy(), U0.T.copy()  # genes x K, K x cells
+    try:
+        W0, H0 = init
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"init must be one of {_INITS} or a (W0, H0) pair, got {type(init).__name__}") from err
+    W0 = W0.detach().cpu().numpy() if isinstance(W0, torch.Tensor) else np.asarray(W0)
+    H0 = H0.detach().cpu().numpy() if isinstance(H0, torch.Tensor) else np.asarray(H0)
+    if W0.shape != (M, k) or H0.shape != (k, N):
+        raise ValueError(
+            f"init=(W0, H0) must have shapes W0 {(M, k)} (genes x K) and H0 {(k, N)} (K x cells), "
+            f"got {W0.shape} and {H0.shape}"
+        )
+    for name, A in (("W0", W0), ("H0", H0)):
+        if not np.isfinite(A).all() or A.min() < 0:
+            raise ValueError(f"init {name} must be finite and non-negative")
+        if A.max() == 0:
+            raise ValueError(f"init {name} is all zero; multiplicative updates could never move it")
+    return W0.astype(np.float64), H0.astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------
+# the solver
+# --------------------------------------------------------------------------------------
+def nmf(
+    X,
+    n_components: int,
+    *,
+    loss: str = "sse",
+    orientation: str = "genes_x_cells",
+    max_iter: int = 200,
+    init="random",
+    tol: float | None = None,
+    eval_every: int = 1,
+    labels=None,
+    callback=None,
+    device="auto",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> NMFResult:
+    """Non-negative matrix factorisation ``X ≈ W H`` by multiplicative updates.
+
+    ``loss="sse"`` minimises ``‖X − WH‖²_F``; ``loss="poisson"`` maximises the Poisson
+    log-likelihood ``Σ_ij X_ij log (WH)_ij − (WH)_ij`` (KL-divergence updates). Each iteration
+    updates ``H`` (cells) and then ``W`` (genes), like scikit-learn's ``NMF(solver="mu")``.
+
+    Parameters
+    ----------
+    X
+        Non-negative matrix: numpy, scipy.sparse or torch (dense or sparse); or an AnnData, which is
+        handed to :func:`nmf_adata` (cells x genes, results written into it). Sparse input stays
+        sparse: the Poisson update evaluates ``X / WH`` only at the non-zeros.
+    n_components
+        K, the number of factors (1 <= K <= min(genes, cells)).
+    loss
+        ``"sse"`` or ``"poisson"``.
+    orientation
+        How ``X`` is laid out: ``"genes_x_cells"`` (M x N, the default) or ``"cells_x_genes"``
+        (AnnData / scikit-learn layout). The result is the same either way: ``W`` genes x K,
+        ``H`` K x cells.
+    max_iter
+        Number of iterations (one H and one W update each).
+    init
+        ``"random"``, ``"nndsvda"``, ``"nndsvd"`` (see :func:`initialize`) or a pair ``(W0, H0)``
+        with W0 genes x K and H0 K x cells.
+    tol
+        Stop early when the objective's decrease between two evaluations, relative to the first
+        recorded objective, falls below ``tol`` (None: run all ``max_iter`` iterations).
+    eval_every
+        Record the objective (and the ARI when ``labels`` is given) every ``eval_every`` iterations
+        and at the last one.
+    labels
+        Optional cell labels (length N); the history then holds the ARI of Leiden clusters of ``Hᵀ``
+        against them (:func:`sccourse.metrics.evaluate_ari`, resolution 0.15).
+    callback
+        Optional ``callback(iteration, W, H, record)`` at each evaluation (``W``, ``H`` torch tensors,
+        ``record`` the history row as a dict); returning ``True`` stops the fit.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` (:func:`sccourse.get_device`).
+    seed
+        Seed of the random / NNDSVD initialisation.
+    dtype
+        ``torch.float32`` (default) or ``torch.float64``.
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    NMFResult
+        ``W`` (genes x K), ``H`` (K x cells), ``history`` (DataFrame), ``loss``, ``n_iter``.
+    """
+    if _is_anndata(X):
+        return nmf_adata(X, n_components, loss=loss, max_iter=max_iter, init=init, tol=tol,
+                         eval_every=eval_every, labels=labels, callback=callback, device=device, seed=seed,
+                         dtype=dtype, progress=progress)
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    if orientation not in _ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {_ORIENTATIONS}, got {orientation!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    max_iter = _check_int("max_iter", max_iter)
+    eval_every = _check_int("eval_every", eval_every)
+    if tol is not None and not (np.isscalar(tol) and tol >= 0):
+        raise ValueError(f"tol must be None or a non-negative number, got {tol!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError("callback must be callable (or None)")
+    _check_int("seed", seed, minimum=0)
+    Xg = _as_matrix(X, orientation)
+    _M, N = Xg.shape
+    k = _check_k(n_components, Xg.shape)
+    if labels is not None:
+        labels = np.asarray(labels, dtype=object)
+        if labels.shape != (N,):
+            raise ValueError(f"labels must have one entry per cell ({N}), got shape {labels.shape}")
+    dev = get_device(device)
+    W0, H0 = _init(Xg, k, init, seed)
+
+    if sp.issparse(Xg):
+        data = K_.SparseData(Xg, dtype, dev)
+    else:
+        data = K_.DenseData(torch.as_tensor(np.ascontiguousarray(Xg), dtype=dtype, device=dev))
+    W = torch.as_tensor(W0, dtype=dtype, device=dev).contiguous()
+    H = torch.as_tensor(H0, dtype=dtype, device=dev).contiguous()
+    return _run(data, W, H, loss=loss, max_iter=max_iter, tol=tol, eval_every=eval_every, labels=labels,
+                callback=callback, progress=progress)
+
+
+def _run(data, W, H, *, loss, max_iter, tol, eval_every, labels, callback, progress) -> NMFResult:
+    from tqdm.auto import tqdm
+
+    M, N = data.shape
+    rows: list[dict] = []
+    state = {"first": None, "prev": None, "stop": False, "eval_s": 0.0}
+    t0 = time.perf_counter()
+
+    def is_eval(t: int) -> bool:
+        return t % eval_every == 0 or t == max_iter
+
+    def finish(rec: dict, H_now: torch.Tensor, W_now: torch.Tensor) -> None:
+        """Complete a history row (ARI, callback, convergence); sets state['stop']."""
+        te = time.perf_counter()
+        rec["ari"] = np.nan
+        if labels is not None:
+            from .metrics import evaluate_ari
+
+            rec["ari"] = evaluate_ari(H_now.T.detach().cpu().double().numpy(), labels)
+        state["eval_s"] += time.perf_counter() - te
+        rows.append(rec)
+        obj = rec["objective"]
+        if state["first"] is None:
+            state["first"] = obj
+        elif tol is not None and (state["prev"] - obj) / max(abs(state["first"]), 1e-300) < tol:
+            state["stop"] = True
+        state["prev"] = obj
+        if callback is not None and callback(rec["iteration"], W_now, H_now, dict(rec)):
+            state["stop"] = True
+
+    pending = None  # Poisson: row waiting for Σ X log WH, which the next H update computes anyway
+    bar = tqdm(range(1, max_iter + 1), disable=not progress, desc=f"NMF-{loss}", leave=False)
+    n_iter = 0
+    for t in bar:
+        if loss == "sse":
+            sq = K_.sse_step(data, W, H)
+            n_iter = t
+            if is_eval(t):
+                rec = {"iteration": t, "objective": sq / (M * N), "mse": sq / (M * N),
+                       "time_s": time.perf_counter() - t0 - state["eval_s"]}
+                finish(rec, H, W)
+                if state["stop"]:
+                    break
+        else:
+            if pending is not None:
+                # W, H are still those of iteration t-1 here: read their log-likelihood off this update
+                R, xlog = data.ratio(W, H, True)
+                pending.update(K_.poisson_terms(data, W, H, xlog))
+                finish(pending, H, W)
+                pending = None
+                if state["stop"]:
+                    break
+                num = data.wt_r(W, R)
+                wsum = W.sum(0)
+                H.mul_(num / wsum.masked_fill(wsum == 0, 1.0)[:, None])
+            else:
+                K_.poisson_h_step(data, W, H, False)
+            K_.poisson_w_step(data, W, H)
+            n_iter = t
+            if is_eval(t):
+                pending = {"iteration": t, "time_s": time.perf_counter() - t0 - state["eval_s"]}
+    if pending is not None:
+        _, xlog = data.ratio(W, H, True)
+        pending.update(K_.poisson_terms(data, W, H, xlog))
+        finish(pending, H, W)
+    bar.close()
+    cols = ["iteration", "objective", "mse" if loss == "sse" else "loglik", "ari", "time_s"]
+    history = pd.DataFrame(rows, columns=cols)
+    history["iteration"] = history["iteration"].astype(int)
+    return NMFResult(W=W.detach().cpu().numpy(), H=H.detach().cpu().numpy(), history=history, loss=loss,
+                     n_iter=n_iter)
+
+
+# --------------------------------------------------------------------------------------
+# AnnData
+# --------------------------------------------------------------------------------------
+def nmf_adata(adata, n_components: int, *, layer: str | None = None, labels_key: str | None = None,
+              key_added: str = "nmf", **kwargs) -> NMFResult:
+    """:func:`nmf` on an AnnData (cells x genes); writes the factors into it.
+
+    Writes ``obsm["X_nmf"]`` (cells x K, ``Hᵀ``), ``varm["NMF_loadings"]`` (genes x K, ``W``) and
+    ``uns[key_added]`` (parameters and the history as a dict of lists). Nothing is written if the
+    fit fails.
+
+    Parameters
+    ----------
+    adata
+        AnnData with non-negative values in ``.X`` or ``layers[layer]``.
+    layer
+        Layer to factorise (default ``.X``).
+    labels_key
+        Optional ``obs`` column whose labels feed the ARI in the history.
+    key_added
+        Key in ``uns`` (the obsm/varm keys are fixed: ``X_nmf``, ``NMF_loadings``).
+    **kwargs
+        Passed to :func:`nmf` (``loss``, ``max_iter``, ``init``, ``device``, ``seed``, ...);
+        ``orientation`` is fixed to ``"cells_x_genes"``.
+    """
+    if not _is_anndata(adata):
+        raise TypeError(f"nmf_adata expects an AnnData, got {type(adata).__name__}")
+    if "orientation" in kwargs:
+        raise ValueError("nmf_adata: AnnData is always cells x genes; do not pass orientation")
+    if layer is not None and layer not in adata.layers:
+        raise ValueError(f"layer {layer!r} not in adata.layers (has {list(adata.layers)})")
+    if labels_key is not None:
+        if labels_key not in adata.obs:
+            raise ValueError(f"labels_key {labels_key!r} is not an obs column (has {list(adata.obs.columns)})")
+        if kwargs.get("labels") is not None:
+            raise ValueError("pass either labels or labels_key, not both")
+        kwargs["labels"] = adata.obs[labels_key].to_numpy()
+    X = adata.X if layer is None else adata.layers[layer]
+    res = nmf(X, n_components, orientation="cells_x_genes", **kwargs)
+    adata.obsm["X_nmf"] = res.H.T.copy()
+    adata.varm["NMF_loadings"] = res.W.copy()
+    params = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    params.update(n_components=int(n_components), layer=layer, loss=res.loss, n_iter=res.n_iter)
+    adata.uns[key_added] = {"params": {k: ("None" if v is None else v) for k, v in params.items()},
+                            "history": {c: res.history[c].to_numpy() for c in res.history.columns}}
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# gene selection used in the assignment
+# --------------------------------------------------------------------------------------
+def select_variable_genes(adata, n_top_genes: int = 4000, *, layer: str | None = None,
+                          target_sum: float = 1e6):
+    """Keep the ``n_top_genes`` genes with the largest variance of log1p(CPM) across cells.
+
+    For each cell, counts are scaled to ``target_sum`` (CPM for 1e6), then ``log(1 + x)``; the
+    per-gene sample variance (ddof=1) ranks the genes (ties: original order). The raw counts of the
+    kept genes are returned, in their original order, with ``var["log1p_cpm_var"]``.
+
+    Parameters
+    ----------
+    adata
+        AnnData of raw counts (cells x genes).
+    n_top_genes
+        How many genes to keep (all of them if the matrix has fewer).
+    layer
+        Count layer to rank on (default ``.X``).
+    target_sum
+        Library size each cell is scaled to before the log.
+
+    Returns
+    -------
+    AnnData
+        A new object (copy) with the selected genes.
+    """
+    if not _is_anndata(adata):
+        raise TypeError(f"select_variable_genes expects an AnnData, got {type(adata).__name__}")
+    n_top_genes = _check_int("n_top_genes", n_top_genes)
+    if not target_sum > 0:
+        raise ValueError(f"target_sum must be positive, got {target_sum!r}")
+    if layer is not None and layer not in adata.layers:
+        raise ValueError(f"layer {layer!r} not in adata.layers (has {list(adata.layers)})")
+    X = adata.X if layer is None else adata.layers[layer]
+    X = sp.csr_matrix(X, dtype=np.float64)
+    if X.nnz and X.data.min() < 0:
+        raise ValueError("select_variable_genes needs non-negative counts")
+    n = X.shape[0]
+    if n < 2:
+        raise ValueError(f"need at least two cells to compute a variance, got {n}")
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    L = sp.diags(scale) @ X
+    L.data = np.log1p(L.data)
+    mean = np.asarray(L.mean(axis=0)).ravel()
+    sq = np.asarray(L.multiply(L).sum(axis=0)).ravel()
+    var = np.maximum(sq - n * mean**2, 0.0) / (n - 1)
+    n_keep = min(n_top_genes, X.shape[1])
+    top = np.sort(np.argsort(-var, kind="stable")[:n_keep])
+    out = adata[:, top].copy()
+    out.var["log1p_cpm_var"] = var[top]
+    return out
