@@ -1,0 +1,278 @@
+"""Private kernels behind :mod:`sccourse.ee`: nearest neighbours, perplexity calibration, blocked EE terms.
+
+Everything here works on torch tensors already on the target device; validation lives in ``ee.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+# Rows of a (rows x N) temporary are chosen so that one such block stays under this many MiB.
+DEFAULT_BLOCK_MB = 256.0
+
+
+def rows_per_block(n_cols: int, *, max_block_mb: float, n_temporaries: int = 3, itemsize: int = 8) -> int:
+    """How many rows of a ``rows x n_cols`` computation fit ``n_temporaries`` arrays in ``max_block_mb``."""
+    budget = max_block_mb * 2**20 / (n_temporaries * itemsize * max(n_cols, 1))
+    return max(1, int(budget))
+
+
+# --------------------------------------------------------------------------------------
+# nearest neighbours
+# --------------------------------------------------------------------------------------
+def knn_exact(Y: torch.Tensor, k: int, *, max_block_mb: float = DEFAULT_BLOCK_MB) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ``k`` nearest neighbours (self excluded) by blocked brute force on ``Y``'s device.
+
+    Returns ``(idx, d2)``: (N, k) int64 indices and float64 squared distances, nearest first;
+    the distances are recomputed exactly as ``‖y_n − y_m‖²`` for the selected pairs.
+    """
+    n = Y.shape[0]
+    sq = (Y * Y).sum(1)
+    rows = rows_per_block(n, max_block_mb=max_block_mb, n_temporaries=2, itemsize=Y.element_size())
+    idx = torch.empty((n, k), dtype=torch.long, device=Y.device)
+    for i0 in range(0, n, rows):
+        i1 = min(n, i0 + rows)
+        d2 = sq[i0:i1, None] + sq[None, :] - 2.0 * (Y[i0:i1] @ Y.T)
+        ar = torch.arange(i1 - i0, device=Y.device)
+        d2[ar, ar + i0] = float("inf")  # a point is not its own neighbour
+        idx[i0:i1] = torch.topk(d2, k, dim=1, largest=False, sorted=True).indices
+        del d2
+    return idx, exact_sqdist(Y, idx)
+
+
+def exact_sqdist(Y: torch.Tensor, idx: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
+    """``‖y_n − y_idx[n, j]‖²`` in float64 for every (n, j)."""
+    n, k = idx.shape
+    out = torch.empty((n, k), dtype=torch.float64, device=Y.device)
+    for i0 in range(0, n, chunk):
+        i1 = min(n, i0 + chunk)
+        a = Y[i0:i1].to(torch.float64)
+        b = Y[idx[i0:i1]].to(torch.float64)
+        out[i0:i1] = ((b - a[:, None, :]) ** 2).sum(-1)
+    return out
+
+
+def knn_nndescent(Y: np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """Approximate ``k`` nearest neighbours (self excluded) with pynndescent; returns (N, k) indices."""
+    from pynndescent import NNDescent
+
+    n = Y.shape[0]
+    index = NNDescent(np.ascontiguousarray(Y, dtype=np.float32), n_neighbors=k + 1, random_state=seed,
+                      low_memory=True, verbose=False)
+    nbrs, _ = index.neighbor_graph
+    out = np.empty((n, k), dtype=np.int64)
+    rows = np.arange(n)
+    is_self = nbrs == rows[:, None]
+    has_self = is_self.any(1)
+    # drop the point itself where it was found, otherwise the farthest candidate
+    keep = ~is_self
+    keep[~has_self, -1] = False
+    out[:] = nbrs[keep].reshape(n, k)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# perplexity calibration
+# --------------------------------------------------------------------------------------
+def _entropy_stats(D: torch.Tensor, beta: torch.Tensor):
+    """Entropy H, E[D] and Var[D] of p_j ∝ exp(−β D_j) row-wise (D shifted so that min_j D_j = 0)."""
+    logits = -beta[:, None] * D
+    logZ = torch.logsumexp(logits, dim=1)
+    p = torch.exp(logits - logZ[:, None])
+    m1 = (p * D).sum(1)
+    m2 = (p * D * D).sum(1)
+    H = logZ + beta * m1
+    return H, p, m1, (m2 - m1 * m1).clamp_min(0.0)
+
+
+def calibrate(D2: torch.Tensor, perplexity: float, *, method: str = "ea", tol: float = 1e-10,
+              max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row precision β with entropy of ``p(j|n) ∝ exp(−β_n D2[n, j])`` equal to ``log(perplexity)``.
+
+    ``method="ea"``: Newton steps in log β with a bracketing bisection safeguard;
+    ``method="x2p"``: bisection on β (doubling/halving until the root is bracketed).
+    Returns ``(P, beta, converged)`` with P row-stochastic (same shape as D2).
+    """
+    target = math.log(perplexity)
+    D = D2 - D2.min(dim=1, keepdim=True).values  # p is unchanged by a per-row shift; avoids overflow
+    n = D.shape[0]
+    mean = D.mean(1)
+    beta = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.ones_like(mean))
+    lo = torch.full((n,), -math.inf, dtype=D.dtype, device=D.device)  # bracket on log β
+    hi = torch.full((n,), math.inf, dtype=D.dtype, device=D.device)
+    logb = torch.log(beta)
+    for _ in range(max_iter):
+        beta = torch.exp(logb)
+        H, p, _, var = _entropy_stats(D, beta)
+        diff = H - target
+        done = diff.abs() < tol
+        if bool(done.all()):
+            break
+        too_flat = diff > 0  # entropy too high -> β must grow
+        lo = torch.where(too_flat, logb, lo)
+        hi = torch.where(too_flat, hi, logb)
+        both = torch.isfinite(lo) & torch.isfinite(hi)
+        if method == "ea":
+            slope = -(beta * beta) * var  # dH / d log β
+            cand = logb - diff / slope
+            ok = torch.isfinite(cand) & (slope < 0) & (cand > lo) & (cand < hi)
+        else:
+            cand = logb
+            ok = torch.zeros_like(done)
+        # bisection: arithmetic midpoint in β for x2p, geometric (log-space) for the EA safeguard
+        if method == "x2p":
+            mid = torch.log((torch.exp(lo) + torch.exp(hi)) / 2)
+        else:
+            mid = (lo + hi) / 2
+        expand = torch.where(too_flat, logb + math.log(2.0), logb - math.log(2.0))
+        fallback = torch.where(both, mid, expand)
+        new = torch.where(ok, cand, fallback)
+        logb = torch.where(done, logb, new)
+    beta = torch.exp(logb)
+    H, p, _, _ = _entropy_stats(D, beta)
+    return p, beta, (H - target).abs() < max(tol, 1e-9) * 10
+
+
+def symmetrise(idx: np.ndarray, P: np.ndarray, n: int) -> sp.csr_matrix:
+    """W⁺ = (P + Pᵀ) / (2N) from row-wise conditional probabilities on a neighbour list."""
+    k = idx.shape[1]
+    rows = np.repeat(np.arange(n), k)
+    C = sp.csr_matrix((P.ravel(), (rows, idx.ravel())), shape=(n, n))
+    W = (C + C.T).tocsr()
+    W.data /= 2.0 * n
+    W.sum_duplicates()
+    W.sort_indices()
+    return W
+
+
+# --------------------------------------------------------------------------------------
+# repulsive weights
+# --------------------------------------------------------------------------------------
+class RepulsiveWeights:
+    """Repulsive weights w⁻ produced block by block, never stored as an N × N matrix.
+
+    ``kind="uniform"``: w⁻_nm = 1/N² for n ≠ m (0 on the diagonal).
+    ``kind="distance"``: w⁻_nm = ‖y_n − y_m‖² / S with S = Σ_nm ‖y_n − y_m‖² = 2N Σ‖y_n‖² − 2‖Σ y_n‖²
+    (NeuralEE's choice), computed from the high-dimensional data ``Y`` on the fly.
+    A dense (N × N) matrix given by the user is wrapped with ``kind="dense"``.
+    """
+
+    def __init__(self, n: int, kind: str = "uniform", *, Y: torch.Tensor | None = None,
+                 dense: torch.Tensor | None = None):
+        self.n, self.kind = int(n), kind
+        self.Y, self.dense = Y, dense
+        if kind == "distance":
+            Yd = Y.to(torch.float64)
+            self._sq = (Yd * Yd).sum(1)
+            total = 2.0 * n * self._sq.sum() - 2.0 * (Yd.sum(0) ** 2).sum()
+            self.scale = float(total)
+            self._Y64 = Yd
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> RepulsiveWeights:
+        out = RepulsiveWeights.__new__(RepulsiveWeights)
+        out.__dict__.update(self.__dict__)
+        if self.kind == "distance":
+            out._Y64 = self._Y64.to(device)
+            out._sq = self._sq.to(device)
+        if self.kind == "dense":
+            out.dense = self.dense.to(device=device, dtype=dtype)
+        return out
+
+    def block(self, i0: int, i1: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Rows ``i0:i1`` of w⁻ as a dense (i1 − i0) × N tensor."""
+        n = self.n
+        if self.kind == "dense":
+            return self.dense[i0:i1].to(device=device, dtype=dtype)
+        if self.kind == "uniform":
+            w = torch.full((i1 - i0, n), 1.0 / (n * n), dtype=dtype, device=device)
+        else:
+            Yb = self._Y64[i0:i1]
+            d2 = (self._sq[i0:i1, None] + self._sq[None, :] - 2.0 * (Yb @ self._Y64.T)).clamp_min(0.0)
+            w = (d2 / self.scale).to(dtype)
+        ar = torch.arange(i1 - i0, device=device)
+        w[ar, ar + i0] = 0.0
+        return w
+
+    def sub(self, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """w⁻ restricted to the cells ``index`` (b × b), for mini-batches."""
+        b = index.numel()
+        if self.kind == "dense":
+            return self.dense[index][:, index].to(dtype)
+        if self.kind == "uniform":
+            w = torch.full((b, b), 1.0 / (self.n * self.n), dtype=dtype, device=index.device)
+        else:
+            Yb = self._Y64[index]
+            sq = self._sq[index]
+            w = ((sq[:, None] + sq[None, :] - 2.0 * (Yb @ Yb.T)).clamp_min(0.0) / self.scale).to(dtype)
+        w.fill_diagonal_(0.0)
+        return w
+
+
+# --------------------------------------------------------------------------------------
+# the EE objective and gradient
+# --------------------------------------------------------------------------------------
+class EEProblem:
+    """Holds W⁺ (torch sparse CSR or dense), its degrees and w⁻ on the device, for repeated evaluations.
+
+    E(X) = Σ_nm w⁺_nm ‖x_n − x_m‖² + λ Σ_nm w⁻_nm exp(−‖x_n − x_m‖²);
+    ∇E = 4 (L⁺ − λ L̃⁻) X with L = D − W and w̃⁻ = w⁻ exp(−‖x_n − x_m‖²).
+    The repulsive term is summed over row blocks so no N × N array beyond ``max_block_mb`` is formed.
+    """
+
+    def __init__(self, Wpos, Wneg: RepulsiveWeights, lam: float, *, device: torch.device,
+                 dtype: torch.dtype = torch.float64, max_block_mb: float = DEFAULT_BLOCK_MB):
+        self.n = Wpos.shape[0]
+        self.lam, self.device, self.dtype, self.max_block_mb = float(lam), device, dtype, float(max_block_mb)
+        if sp.issparse(Wpos):
+            W = sp.csr_matrix(Wpos, dtype=np.float64)
+            self.deg = torch.as_tensor(np.asarray(W.sum(1)).ravel(), dtype=dtype, device=device)
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self.Wpos = torch.sparse_csr_tensor(
+                    torch.as_tensor(W.indptr, dtype=torch.int64), torch.as_tensor(W.indices, dtype=torch.int64),
+                    torch.as_tensor(W.data, dtype=dtype), size=W.shape, check_invariants=False).to(device)
+            self.sparse = True
+        else:
+            Wd = torch.as_tensor(np.asarray(Wpos) if not isinstance(Wpos, torch.Tensor) else Wpos)
+            self.Wpos = Wd.to(device=device, dtype=dtype)
+            self.deg = self.Wpos.sum(1)
+            self.sparse = False
+        self.Wneg = Wneg.to(device, dtype)
+
+    def laplacian_dense(self) -> torch.Tensor:
+        W = self.Wpos.to_dense() if self.sparse else self.Wpos
+        return torch.diag(self.deg) - W
+
+    def laplacian_scipy(self) -> sp.csr_matrix:
+        if self.sparse:
+            crow, col, val = (t.cpu().numpy() for t in (self.Wpos.crow_indices(), self.Wpos.col_indices(),
+                                                        self.Wpos.values()))
+            W = sp.csr_matrix((val, col, crow), shape=(self.n, self.n))
+        else:
+            W = sp.csr_matrix(self.Wpos.cpu().numpy())
+        return (sp.diags(self.deg.cpu().numpy()) - W).tocsr()
+
+    def value_and_grad(self, X: torch.Tensor, *, need_grad: bool = True):
+        """E(X) (python float) and ∇E (tensor like X, or None)."""
+        n = self.n
+        WX = self.Wpos @ X
+        sqn = (X * X).sum(1)
+        e_pos = 2.0 * (float((self.deg * sqn).sum()) - float((X * WX).sum()))
+        grad = 4.0 * (self.deg[:, None] * X - WX) if need_grad else None
+        e_neg = 0.0
+        rows = rows_per_block(n, max_block_mb=self.max_block_mb, itemsize=X.element_size())
+        for i0 in range(0, n, rows):
+            i1 = min(n, i0 + rows)
+            d2 = (sqn[i0:i1, None] + sqn[None, :] - 2.0 * (X[i0:i1] @ X.T)).clamp_min_(0.0)
+            K = torch.exp_(d2.neg_()).mul_(self.Wneg.block(i0, i1, X.dtype, X.device))
+            del d2
+            e_neg += float(K.sum())
+            if need_grad:
+                grad[i0:i1] -= (4.0 * self.lam) * (K.sum(1)[:, None] * X[i0:i1] - K @ X)
+            del K
+        return e_pos + self.lam * e_neg, grad

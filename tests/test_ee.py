@@ -1,0 +1,343 @@
+"""Tests of sccourse.ee against independent references (numpy/sklearn, torch autograd, finite differences)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sccourse import ee
+from sccourse.metrics import evaluate_ari, knn_preservation
+from sklearn.neighbors import NearestNeighbors
+
+
+def _blobs(n_per=80, n_types=4, dim=10, sep=8.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_types, dim)) * sep
+    Y = np.concatenate([c + rng.normal(size=(n_per, dim)) for c in centres])
+    return Y, np.repeat(np.arange(n_types), n_per)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return _blobs()
+
+
+@pytest.fixture(scope="module")
+def synthetic_pcs():
+    """Well-separated cell types from the project's NB generator: log-CPM → 10 PCs."""
+    from sccourse.datasets import synthetic
+    from sklearn.decomposition import PCA
+
+    a = synthetic(n_cells=400, n_genes=200, n_types=4, n_markers=20, fold_change=10.0, seed=3)
+    X = a.X.toarray().astype(float)
+    logcpm = np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+    pcs = PCA(10, random_state=0).fit_transform(logcpm - logcpm.mean(0))
+    return pcs, a.obs["cell_type"].to_numpy()
+
+
+def _entropy_rows(Y, idx, beta):
+    d2 = ((Y[:, None, :] - Y[idx]) ** 2).sum(-1)
+    logits = -beta[:, None] * d2
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(1, keepdims=True)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(1), p
+
+
+def _reference_W(Y, perplexity, k):
+    """Independent construction: sklearn neighbours, per-row bisection with scipy's brentq."""
+    from scipy.optimize import brentq
+
+    n = Y.shape[0]
+    nbrs = NearestNeighbors(n_neighbors=k + 1).fit(Y)
+    dist, idx = nbrs.kneighbors(Y)
+    d2, idx = dist[:, 1:] ** 2, idx[:, 1:]
+    P = np.zeros((n, n))
+    for i in range(n):
+        d = d2[i] - d2[i].min()
+
+        def gap(logb, d=d):
+            lg = -np.exp(logb) * d
+            p = np.exp(lg - lg.max())
+            p /= p.sum()
+            return -(p * np.log(np.where(p > 0, p, 1.0))).sum() - np.log(perplexity)
+
+        logb = brentq(gap, -30, 30, xtol=1e-14)
+        p = np.exp(-np.exp(logb) * d)
+        P[i, idx[i]] = p / p.sum()
+    return (P + P.T) / (2 * n)
+
+
+# ----------------------------------------------------------------------------- affinities
+@pytest.mark.parametrize("method", ["ea", "x2p"])
+def test_entropy_equals_log_perplexity_per_point(blobs, method):
+    Y, _ = blobs
+    W, info = ee.entropic_affinities(Y, 25.0, method=method, return_info=True, device="cpu")
+    H, _ = _entropy_rows(Y, info["neighbors"], info["beta"])
+    assert info["neighbors"].shape == (Y.shape[0], 75)  # k = 3 · perplexity
+    np.testing.assert_allclose(H, np.log(25.0), atol=1e-6, rtol=0)
+    assert sp.issparse(W)
+    assert abs(W.sum() - 1.0) < 1e-12
+    assert abs(W - W.T).max() < 1e-15
+
+
+def test_affinities_match_independent_reference(blobs):
+    Y, _ = blobs
+    Y = Y[::3]
+    W = ee.entropic_affinities(Y, 10.0, n_neighbors=30, device="cpu").toarray()
+    ref = _reference_W(Y, 10.0, 30)
+    np.testing.assert_allclose(W, ref, atol=1e-9 / Y.shape[0], rtol=0)
+
+
+def test_sparse_and_dense_affinities_agree_on_small_n(blobs):
+    Y, _ = blobs
+    Y = Y[::4]
+    n = Y.shape[0]
+    dense = ee.entropic_affinities(Y, 15.0, n_neighbors="all", device="cpu").toarray()
+    sparse_all = ee.entropic_affinities(Y, 15.0, n_neighbors=n - 1, knn="exact", device="cpu").toarray()
+    np.testing.assert_allclose(sparse_all, dense, atol=1e-14)
+    # the dense affinities equal the brentq reference computed over all other points
+    np.testing.assert_allclose(dense, _reference_W(Y, 15.0, n - 1), atol=1e-9 / n, rtol=0)
+
+
+def test_exact_knn_matches_sklearn(blobs):
+    from sccourse import _ee_kernels as K
+
+    Y, _ = blobs
+    idx, d2 = K.knn_exact(torch.as_tensor(Y), 12, max_block_mb=0.05)  # forces many row blocks
+    dist, ref = NearestNeighbors(n_neighbors=13).fit(Y).kneighbors(Y)
+    np.testing.assert_array_equal(np.sort(idx.numpy(), 1), np.sort(ref[:, 1:], 1))
+    np.testing.assert_allclose(d2.numpy(), dist[:, 1:] ** 2, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------- objective
+def _autograd_objective(X, Wp, Wn, lam):
+    d2 = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)
+    return (Wp * d2).sum() + lam * (Wn * torch.exp(-d2)).sum()
+
+
+@pytest.fixture(scope="module")
+def small_problem():
+    Y, _ = _blobs(n_per=30, n_types=3, dim=6, seed=1)
+    W = ee.entropic_affinities(Y, 8.0, device="cpu")
+    X = np.random.default_rng(2).normal(size=(Y.shape[0], 2))
+    return Y, W, X
+
+
+@pytest.mark.parametrize("repulsion", ["uniform", "distance"])
+def test_objective_and_gradient_match_autograd(small_problem, repulsion):
+    Y, W, X = small_problem
+    n, lam = Y.shape[0], 3.0
+    if repulsion == "uniform":
+        Wn_dense = (np.ones((n, n)) - np.eye(n)) / n**2
+        Wneg = None
+    else:
+        D2 = ((Y[:, None] - Y[None]) ** 2).sum(-1)
+        Wn_dense = D2 / D2.sum()
+        Wneg = ee.repulsive_weights(Y, kind="distance", device="cpu")
+    Xt = torch.tensor(X, requires_grad=True)
+    ref = _autograd_objective(Xt, torch.tensor(W.toarray()), torch.tensor(Wn_dense), lam)
+    ref.backward()
+    val, grad = ee.ee_objective(X, W, lam, Wneg=Wneg, return_grad=True, device="cpu")
+    assert val == pytest.approx(float(ref.detach()), rel=1e-12)
+    np.testing.assert_allclose(grad, Xt.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_gradient_matches_finite_differences(small_problem):
+    _Y, W, X = small_problem
+    lam = 5.0
+    g = ee.ee_gradient(X, W, lam, device="cpu")
+    rng = np.random.default_rng(0)
+    h = 1e-6
+    for _ in range(6):
+        i, j = rng.integers(X.shape[0]), rng.integers(2)
+        Xp, Xm = X.copy(), X.copy()
+        Xp[i, j] += h
+        Xm[i, j] -= h
+        fd = (ee.ee_objective(Xp, W, lam, device="cpu") - ee.ee_objective(Xm, W, lam, device="cpu")) / (2 * h)
+        assert fd == pytest.approx(g[i, j], rel=1e-5, abs=1e-10)
+
+
+def test_blocked_sparse_and_dense_objectives_agree(small_problem):
+    _Y, W, X = small_problem
+    exact = ee.ee_objective(X, W.toarray(), 2.0, return_grad=True, device="cpu")
+    blocked = ee.ee_objective(X, W, 2.0, return_grad=True, max_block_mb=0.001, device="cpu")  # 1-row blocks
+    assert blocked[0] == pytest.approx(exact[0], rel=1e-12)
+    np.testing.assert_allclose(blocked[1], exact[1], rtol=1e-10, atol=1e-15)
+    # a user-supplied dense Wneg (uniform) gives the default's numbers
+    n = X.shape[0]
+    dense_neg = ee.ee_objective(X, W, 2.0, Wneg=(np.ones((n, n)) - np.eye(n)) / n**2, device="cpu")
+    assert dense_neg == pytest.approx(exact[0], rel=1e-12)
+    # torch in → torch gradient out
+    _, gt = ee.ee_objective(torch.tensor(X), W, 2.0, return_grad=True, device="cpu")
+    assert isinstance(gt, torch.Tensor)
+
+
+# ----------------------------------------------------------------------------- EE
+@pytest.mark.parametrize("optimizer", ["spectral", "gd"])
+def test_objective_decreases_monotonically(blobs, optimizer):
+    Y, _ = blobs
+    m = ee.ElasticEmbedding(lam=10.0, perplexity=20, optimizer=optimizer, max_iter=25, tol=0, device="cpu")
+    m.fit(Y)
+    obj = m.history_["objective"].to_numpy()
+    assert len(obj) > 5
+    assert np.all(np.diff(obj) <= 1e-15 * np.abs(obj[:-1]))
+    assert obj[-1] < obj[0]
+    # the reported objective is the objective of the returned embedding
+    assert ee.ee_objective(m.embedding_, m.Wpos_, 10.0, device="cpu") == pytest.approx(obj[-1], rel=1e-10)
+
+
+def test_spectral_beats_gradient_descent(blobs):
+    Y, _ = blobs
+    W = ee.entropic_affinities(Y, 20, device="cpu")
+    sd = ee.ElasticEmbedding(lam=10.0, optimizer="spectral", max_iter=20, tol=0, device="cpu").fit(Wpos=W)
+    gd = ee.ElasticEmbedding(lam=10.0, optimizer="gd", max_iter=20, tol=0, device="cpu").fit(Wpos=W)
+    assert sd.objective_ < gd.objective_
+
+
+def test_ee_separates_synthetic_clusters(synthetic_pcs):
+    pcs, labels = synthetic_pcs
+    X = ee.ElasticEmbedding(lam=10.0, perplexity=30, max_iter=60, device="cpu").fit_transform(pcs)
+    assert X.shape == (pcs.shape[0], 2)
+    assert evaluate_ari(X, labels) == 1.0
+
+
+def test_anndata_in_and_out(synthetic_pcs):
+    import anndata as ad
+
+    pcs, _ = synthetic_pcs
+    a = ad.AnnData(np.zeros((pcs.shape[0], 1), dtype=np.float32))
+    a.obsm["X_pca"] = pcs
+    m = ee.ElasticEmbedding(lam=10.0, max_iter=5, device="cpu").fit(a)
+    np.testing.assert_array_equal(a.obsm["X_ee"], m.embedding_)
+    with pytest.raises(ValueError, match="obsm"):
+        ee.ElasticEmbedding(max_iter=2, device="cpu").fit(a, use_rep="X_missing")
+
+
+# ----------------------------------------------------------------------------- NeuralEE
+def test_epoch_batches_cover_every_cell():
+    rng = np.random.default_rng(0)
+    for n, b in [(10, 3), (1001, 100), (7, 7)]:
+        batches = ee.epoch_batches(n, b, rng)
+        allc = np.concatenate(batches)
+        assert np.array_equal(np.sort(allc), np.arange(n))
+        assert max(x.size for x in batches) - min(x.size for x in batches) <= 1
+
+
+def test_batch_loss_matches_full_objective_on_full_batch(small_problem):
+    _Y, W, X = small_problem
+    n = X.shape[0]
+    coo = W.tocoo()
+    wneg = torch.full((n, n), 1.0 / n**2, dtype=torch.float64)
+    wneg.fill_diagonal_(0)
+    loss = ee.batch_ee_loss(torch.tensor(X), torch.tensor(coo.row), torch.tensor(coo.col), torch.tensor(coo.data),
+                            wneg, 4.0)
+    assert float(loss) == pytest.approx(ee.ee_objective(X, W, 4.0, device="cpu"), rel=1e-12)
+
+
+def test_neuralee_trains_every_cell_and_maps_held_out_cells(synthetic_pcs):
+    pcs, _labels = synthetic_pcs
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(pcs.shape[0])
+    train, test = perm[:300], perm[300:]
+    m = ee.NeuralEE(lam=10.0, perplexity=20, batch_size=140, epochs=40, lr=3e-3, hidden=(64, 32),
+                    progress=False, device="cpu", seed=0).fit(pcs[train])
+    assert np.all(m.coverage_ == 40)  # 140 does not divide 300: still every cell, every epoch
+    assert (m.history_["cells_seen"] == 300).all()
+    loss = m.history_["loss"].to_numpy()
+    assert loss[-5:].mean() < loss[:5].mean()
+    kp_train = knn_preservation(pcs[train], m.embedding_, k=10)
+    kp_test = knn_preservation(pcs[test], m.transform(pcs[test]), k=10)
+    assert kp_test >= 0.8 * kp_train
+
+
+def test_neuralee_same_seed_same_numbers(blobs):
+    Y, _ = blobs
+    kw = {"lam": 10.0, "perplexity": 15, "batch_size": 0.5, "epochs": 3, "hidden": (16,), "progress": False, "device": "cpu"}
+    a = ee.NeuralEE(seed=7, **kw).fit_transform(Y)
+    b = ee.NeuralEE(seed=7, **kw).fit_transform(Y)
+    c = ee.NeuralEE(seed=8, **kw).fit_transform(Y)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_neuralee_batch_affinities_option(blobs):
+    Y, _ = blobs
+    m = ee.NeuralEE(lam=10.0, perplexity=10, attraction="batch", batch_size=0.5, epochs=15, hidden=(32,),
+                    lr=3e-3, progress=False, device="cpu").fit(Y)
+    loss = m.history_["loss"].to_numpy()
+    assert loss[-3:].mean() < loss[:3].mean()
+    with pytest.raises(ValueError, match="not fitted"):
+        ee.NeuralEE().transform(Y)
+    with pytest.raises(ValueError, match="features"):
+        m.transform(Y[:, :3])
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_raises_clear_errors(blobs):
+    Y, _ = blobs
+    bad = Y.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ee.entropic_affinities(bad, 10)
+    with pytest.raises(ValueError, match="2-D"):
+        ee.entropic_affinities(Y[:, 0], 10)
+    with pytest.raises(ValueError, match="perplexity"):
+        ee.entropic_affinities(Y[:20], 30)
+    with pytest.raises(ValueError, match="perplexity"):
+        ee.entropic_affinities(Y, 30, n_neighbors=20)
+    with pytest.raises(ValueError, match="method"):
+        ee.entropic_affinities(Y, 10, method="tsne")
+    with pytest.raises(ValueError, match="symmetric"):
+        ee.ee_objective(np.zeros((3, 2)), np.triu(np.ones((3, 3))), 1.0)
+    with pytest.raises(ValueError, match="rows"):
+        ee.ee_objective(np.zeros((4, 2)), np.ones((3, 3)), 1.0)
+    with pytest.raises(ValueError, match="lam"):
+        ee.ElasticEmbedding(lam=-1)
+    with pytest.raises(ValueError, match="optimizer"):
+        ee.ElasticEmbedding(optimizer="adam")
+    with pytest.raises(ValueError, match="batch_size"):
+        ee.NeuralEE(batch_size=1.5)
+    with pytest.raises(ValueError, match="NaN"):
+        ee.NeuralEE(progress=False).fit(bad)
+
+
+# ----------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+def test_cpu_and_cuda_agree(small_problem):
+    Y, W, X = small_problem
+    Wc = ee.entropic_affinities(Y, 8.0, device="cpu")
+    Wg = ee.entropic_affinities(Y, 8.0, device="cuda")
+    assert abs(Wc - Wg).max() < 1e-10 * Wc.max()
+    vc, gc = ee.ee_objective(X, W, 3.0, return_grad=True, device="cpu")
+    vg, gg = ee.ee_objective(X, W, 3.0, return_grad=True, device="cuda")
+    assert vg == pytest.approx(vc, rel=1e-10)
+    np.testing.assert_allclose(gg, gc, rtol=1e-8, atol=1e-14)
+    ec = ee.ElasticEmbedding(lam=5.0, max_iter=20, device="cpu").fit(Wpos=W).embedding_
+    eg = ee.ElasticEmbedding(lam=5.0, max_iter=20, device="cuda").fit(Wpos=W).embedding_
+    np.testing.assert_allclose(eg, ec, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+def test_neuralee_runs_on_cuda(blobs):
+    Y, _ = blobs
+    m = ee.NeuralEE(lam=10.0, perplexity=15, batch_size=0.5, epochs=5, progress=False, device="cuda").fit(Y)
+    assert next(m.net_.parameters()).is_cuda
+    assert np.isfinite(m.embedding_).all()
+
+
+# ----------------------------------------------------------------------------- plots
+def test_plots_return_figures(blobs):
+    import sccourse.plotting as pl
+
+    Y, labels = blobs
+    m = ee.ElasticEmbedding(lam=10.0, max_iter=5, device="cpu").fit(Y)
+    fig = pl.embedding_grid({"EE": m.embedding_, "PCA": Y[:, :2]}, labels.astype(str), X_high=Y)
+    assert "T=" in fig.axes[0].get_title()
+    fig2 = pl.embedding_grid({"EE": m.embedding_}, np.linspace(0, 1, Y.shape[0]), label_name="pseudotime")
+    assert len(fig2.axes) == 2  # panel + colour bar
+    fig3 = pl.objective_vs_time({"spectral": m.history_})
+    assert fig3.axes[0].get_xlabel() == "time (s)"
+    with pytest.raises(ValueError, match="same number"):
+        pl.embedding_grid({"a": Y[:, :2], "b": Y[:10, :2]})
