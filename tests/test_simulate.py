@@ -1,0 +1,344 @@
+"""Tests for sccourse.simulate: log-pmfs vs scipy, the fit vs an independent per-gene scipy MLE, recovery,
+sampling moments, formulas, rank deficiency and bad input."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.optimize
+import scipy.special as sps
+import scipy.stats as st
+import torch
+from sccourse.simulate import (
+    NegBinRegressionSimulator,
+    ZeroInflatedNegBinRegressionSimulator,
+    nb_logpmf,
+    zinb_logpmf,
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _simulate(n, g, *, seed, zero_inflation=False):
+    rng = np.random.default_rng(seed)
+    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    B, D = rng.normal(size=(2, g)), rng.normal(size=(2, g))
+    mu, r = np.exp(X1 @ B), np.exp(X2 @ D)
+    Y = rng.negative_binomial(r, r / (r + mu))
+    cols = {"m0": X1[:, 0], "m1": X1[:, 1], "d0": X2[:, 0], "d1": X2[:, 1]}
+    truth = {"mean": B, "dispersion": D}
+    if zero_inflation:
+        X3, Z = rng.normal(size=(n, 2)), rng.normal(size=(2, g))
+        pi = sps.expit(X3 @ Z)
+        Y = Y * (rng.random((n, g)) >= pi)
+        cols.update(z0=X3[:, 0], z1=X3[:, 1])
+        truth["zero_inflation"] = Z
+    obs = pd.DataFrame(cols, index=[f"cell{i}" for i in range(n)])
+    adata = ad.AnnData(X=Y.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
+    return adata, truth
+
+
+NB_FORMULA = {"mean": "~ m0 + m1 - 1", "dispersion": "~ d0 + d1 - 1"}
+ZINB_FORMULA = dict(NB_FORMULA, zero_inflation="~ z0 + z1 - 1")
+
+
+def _scipy_nb_fit(y, X1, X2):
+    """Independent per-gene MLE: scipy.stats.nbinom log-pmf, analytic gradient, L-BFGS-B."""
+    p1 = X1.shape[1]
+
+    def f(theta):
+        eta, zeta = X1 @ theta[:p1], X2 @ theta[p1:]
+        mu, r = np.exp(eta), np.exp(zeta)
+        nll = -st.nbinom.logpmf(y, r, r / (r + mu)).sum()
+        d_eta = r * (y - mu) / (r + mu)
+        d_zeta = r * (sps.digamma(y + r) - sps.digamma(r) + np.log(r / (r + mu)) + (mu - y) / (r + mu))
+        return nll, -np.concatenate([X1.T @ d_eta, X2.T @ d_zeta])
+
+    x0 = np.zeros(X1.shape[1] + X2.shape[1])
+    res = scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B",
+                                  options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-9})
+    return res.x, -res.fun
+
+
+def _zinb_ref_logpmf(y, mu, r, w):
+    """ZINB log-pmf in float64: scipy's NB log-pmf mixed with logaddexp."""
+    log_nb = st.nbinom.logpmf(y, r, r / (r + mu))
+    log_pi, log_1m = -np.logaddexp(0, -w), -np.logaddexp(0, w)
+    return np.where(y == 0, np.logaddexp(log_pi, log_1m + log_nb), log_1m + log_nb)
+
+
+# ----------------------------------------------------------------------------- log-pmfs
+Y_GRID = np.array([0, 1, 3, 17, 400, 2500, 9000], dtype=float)
+MU_GRID = np.array([0.01, 1.0, 40.0, 3000.0])
+R_GRID = np.array([1e-3, 0.1, 1.0, 25.0, 1e4])
+
+
+def _grid():
+    y, mu, r = np.meshgrid(Y_GRID, MU_GRID, R_GRID, indexing="ij")
+    return y.ravel(), mu.ravel(), r.ravel()
+
+
+def test_nb_logpmf_matches_scipy_including_large_counts():
+    y, mu, r = _grid()
+    ours = nb_logpmf(y, mu, r).numpy()
+    ref = st.nbinom.logpmf(y, r, r / (r + mu))
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
+    assert ours.dtype == np.float64
+
+
+def test_nb_logpmf_keeps_tensor_dtype_and_mu_zero():
+    y = torch.tensor([0.0, 2.0], dtype=torch.float32)
+    out = nb_logpmf(y, torch.tensor([0.0, 0.0]), torch.tensor([2.0, 2.0]))
+    assert out.dtype == torch.float32
+    assert out[0].item() == 0.0 and out[1].item() == -np.inf
+
+
+def test_zinb_logpmf_matches_float64_mixture():
+    y, mu, r = _grid()
+    for w in (-6.0, -0.3, 0.0, 2.5):
+        ours = zinb_logpmf(y, mu, r, np.full_like(y, w)).numpy()
+        np.testing.assert_allclose(ours, _zinb_ref_logpmf(y, mu, r, w), rtol=1e-9, atol=1e-9)
+
+
+def test_zinb_logpmf_no_floor_at_large_counts():
+    # a naive log(π·1[y=0] + (1−π)·NB + 1e-10) saturates at log(1e-10) ≈ −23; the exact value is far lower
+    y, mu, r, w = 400.0, 20.0, 5.0, 0.0
+    exact = _zinb_ref_logpmf(np.array([y]), np.array([mu]), np.array([r]), w)[0]
+    assert exact < -40
+    assert zinb_logpmf(y, mu, r, w).item() == pytest.approx(exact, rel=1e-10)
+
+
+def test_zinb_logpmf_gradients_finite_far_apart():
+    # y = 0 with an NB(0) hundreds of nats below log π: second derivatives must stay finite
+    mu = torch.tensor([2000.0], dtype=torch.float64, requires_grad=True)
+    out = zinb_logpmf(torch.tensor([0.0], dtype=torch.float64), mu, torch.tensor([700.0], dtype=torch.float64),
+                      torch.tensor([0.8], dtype=torch.float64))
+    (g,) = torch.autograd.grad(out.sum(), mu, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), mu)
+    assert torch.isfinite(g).all() and torch.isfinite(h).all()
+
+
+# ----------------------------------------------------------------------------- NB fit
+@pytest.fixture(scope="module")
+def nb_fit():
+    adata, truth = _simulate(1000, 20, seed=3)
+    sim = NegBinRegressionSimulator().fit(adata, NB_FORMULA, device="cpu")
+    return adata, truth, sim
+
+
+def test_nb_fit_reaches_scipy_mle(nb_fit):
+    adata, _, sim = nb_fit
+    X1 = adata.obs[["m0", "m1"]].to_numpy()
+    X2 = adata.obs[["d0", "d1"]].to_numpy()
+    Y = adata.X
+    ours = np.vstack([sim.params["beta"].to_numpy(), sim.params["gamma"].to_numpy()])
+    total = 0.0
+    for j in range(Y.shape[1]):
+        theta, ll = _scipy_nb_fit(Y[:, j].astype(float), X1, X2)
+        np.testing.assert_allclose(ours[:, j], theta, atol=1e-3)
+        assert sim.convergence["log_likelihood"].iloc[j] >= ll - 1e-6
+        total += ll
+    assert sim.convergence["converged"].all()
+    assert sim.log_likelihood == pytest.approx(total, abs=1e-4)
+    assert list(sim.params["beta"].index) == ["m0", "m1"]
+    assert list(sim.params["gamma"].columns) == list(adata.var_names)
+
+
+def test_nb_fit_errors_vs_truth_are_the_mle_errors(nb_fit):
+    _, truth, sim = nb_fit
+    err_b = np.abs(sim.params["beta"].to_numpy() - truth["mean"]).mean()
+    err_g = np.abs(sim.params["gamma"].to_numpy() - truth["dispersion"]).mean()
+    # n = 1000: the MLE's mean-coefficient error is a few hundredths, dispersion several times larger
+    assert err_b < 0.06 and err_g < 0.15 and err_g > err_b
+
+
+def test_information_criteria(nb_fit):
+    _, _, sim = nb_fit
+    k, n = 4 * 20, 1000
+    assert sim.aic == pytest.approx(2 * k - 2 * sim.log_likelihood)
+    assert sim.bic == pytest.approx(k * np.log(n) - 2 * sim.log_likelihood)
+
+
+def test_predict_shapes_and_values(nb_fit):
+    adata, _, sim = nb_fit
+    pred = sim.predict(adata.obs.iloc[:5])
+    assert set(pred) == {"mean", "dispersion"}
+    X1 = adata.obs[["m0", "m1"]].to_numpy()[:5]
+    np.testing.assert_allclose(pred["mean"].to_numpy(), np.exp(X1 @ sim.params["beta"].to_numpy()))
+    assert list(pred["mean"].index) == list(adata.obs_names[:5])
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_sample_moments_match_theory():
+    rng = np.random.default_rng(0)
+    n = 4000
+    obs = pd.DataFrame({"grp": pd.Categorical(rng.choice(["a", "b"], size=n))}, index=[f"c{i}" for i in range(n)])
+    Y = rng.negative_binomial(2.0, 2.0 / (2.0 + np.where(obs["grp"] == "a", 3.0, 12.0)[:, None]), size=(n, 3))
+    sim = NegBinRegressionSimulator().fit(ad.AnnData(X=Y, obs=obs), "~ grp", device="cpu")
+    big = pd.DataFrame({"grp": pd.Categorical(["a"] * 20000 + ["b"] * 20000, categories=["a", "b"])})
+    big.index = big.index.astype(str)
+    out = sim.sample(big, seed=5)
+    pred = sim.predict(big)
+    assert out.X.dtype.kind == "i" and out.n_obs == 40000
+    pd.testing.assert_frame_equal(out.obs, big)
+    X = out.X.toarray()
+    for grp in ("a", "b"):
+        m = (big["grp"] == grp).to_numpy()
+        mu = pred["mean"].to_numpy()[m][0]
+        r = pred["dispersion"].to_numpy()[m][0]
+        var = mu + mu**2 / r
+        se_mean = np.sqrt(var / m.sum())
+        assert np.all(np.abs(X[m].mean(0) - mu) < 5 * se_mean)
+        np.testing.assert_allclose(X[m].var(0), var, rtol=0.08)
+        np.testing.assert_allclose((X[m] == 0).mean(0), (r / (r + mu)) ** r, atol=0.015)
+    again = sim.sample(big, seed=5).X.toarray()
+    np.testing.assert_array_equal(X, again)
+
+
+def test_zinb_sample_zero_fraction():
+    adata, _ = _simulate(3000, 4, seed=11, zero_inflation=True)
+    sim = ZeroInflatedNegBinRegressionSimulator().fit(adata, ZINB_FORMULA, device="cpu")
+    obs = pd.concat([adata.obs.iloc[:1]] * 30000)
+    obs.index = [f"c{i}" for i in range(len(obs))]
+    pred = sim.predict(obs.iloc[:1])
+    mu, r, pi = (pred[k].to_numpy()[0] for k in ("mean", "dispersion", "zero_inflation"))
+    X = sim.sample(obs, seed=1).X.toarray()
+    np.testing.assert_allclose((X == 0).mean(0), pi + (1 - pi) * (r / (r + mu)) ** r, atol=0.012)
+    np.testing.assert_allclose(X.mean(0), (1 - pi) * mu, rtol=0.06)
+
+
+# ----------------------------------------------------------------------------- ZINB fit
+def test_zinb_fit_reaches_scipy_mle_and_recovers_truth():
+    adata, truth = _simulate(8000, 4, seed=7, zero_inflation=True)
+    sim = ZeroInflatedNegBinRegressionSimulator().fit(adata, ZINB_FORMULA, device="cpu")
+    assert set(sim.params) == {"beta_mean", "beta_dispersion", "beta_zero_inflation"}
+    assert sim.convergence["converged"].all()
+    ours = np.vstack([sim.params[k].to_numpy() for k in ("beta_mean", "beta_dispersion", "beta_zero_inflation")])
+    X = [adata.obs[c].to_numpy() for c in (["m0", "m1"], ["d0", "d1"], ["z0", "z1"])]
+    for j in range(2):
+        y = adata.X[:, j].astype(float)
+
+        def nll(t, y=y):
+            return -_zinb_ref_logpmf(y, np.exp(X[0] @ t[:2]), np.exp(X[1] @ t[2:4]), X[2] @ t[4:]).sum()
+
+        res = scipy.optimize.minimize(nll, ours[:, j] + 0.05, method="BFGS", options={"gtol": 1e-7})
+        assert sim.convergence["log_likelihood"].iloc[j] >= -res.fun - 1e-6
+        np.testing.assert_allclose(ours[:, j], res.x, atol=1e-3)
+    for part, name in (("mean", "beta_mean"), ("dispersion", "beta_dispersion"),
+                       ("zero_inflation", "beta_zero_inflation")):
+        assert np.abs(sim.params[name].to_numpy() - truth[part]).mean() < 0.15
+
+
+# ----------------------------------------------------------------------------- formulas
+def _two_groups(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    grp = rng.choice(["lo", "hi", "mid"], size=n)
+    means = pd.Series({"lo": 1.5, "mid": 6.0, "hi": 20.0})[grp].to_numpy()
+    Y = rng.negative_binomial(3.0, 3.0 / (3.0 + means[:, None]), size=(n, 2))
+    obs = pd.DataFrame({"grp": pd.Categorical(grp, categories=["lo", "mid", "hi"]),
+                        "x": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)])
+    return ad.AnnData(X=Y, obs=obs)
+
+
+def test_categorical_without_intercept_gives_group_means():
+    # with one free log-mean per group (and one size per group), the NB MLE of each group mean is its sample mean
+    adata = _two_groups()
+    sim = NegBinRegressionSimulator().fit(adata, {"mean": "~ grp - 1", "dispersion": "~ grp - 1"}, device="cpu")
+    beta = sim.params["beta"]
+    assert list(beta.index) == ["grp[lo]", "grp[mid]", "grp[hi]"]
+    for lvl in ("lo", "mid", "hi"):
+        m = (adata.obs["grp"] == lvl).to_numpy()
+        np.testing.assert_allclose(np.exp(beta.loc[f"grp[{lvl}]"]), adata.X[m].mean(0), rtol=1e-6)
+
+
+def test_categorical_with_intercept_is_a_log_ratio():
+    adata = _two_groups()
+    sim = NegBinRegressionSimulator().fit(adata, {"mean": "~ grp", "dispersion": "~ grp"}, device="cpu")
+    beta = sim.params["beta"]
+    assert list(beta.index) == ["Intercept", "grp[T.mid]", "grp[T.hi]"]
+    lo = adata.X[(adata.obs["grp"] == "lo").to_numpy()].mean(0)
+    hi = adata.X[(adata.obs["grp"] == "hi").to_numpy()].mean(0)
+    np.testing.assert_allclose(beta.loc["Intercept"], np.log(lo), atol=1e-6)
+    np.testing.assert_allclose(beta.loc["grp[T.hi]"], np.log(hi / lo), atol=1e-6)
+
+
+def test_dot_formula_uses_all_obs_columns():
+    import formulaic
+
+    adata = _two_groups()
+    sim = NegBinRegressionSimulator().fit(adata, {"mean": "~ .", "dispersion": "~ 1"}, device="cpu")
+    expected = list(formulaic.model_matrix("~ grp + x", adata.obs).columns)
+    assert list(sim.params["beta"].index) == expected
+    assert list(sim.params["gamma"].index) == ["Intercept"]
+
+
+def test_string_formula_means_constant_dispersion():
+    adata = _two_groups()
+    sim = NegBinRegressionSimulator().fit(adata, "~ x", device="cpu")
+    assert sim.formula == {"mean": "~ x", "dispersion": "~ 1"}
+    assert list(sim.params["gamma"].index) == ["Intercept"]
+
+
+def test_rank_deficient_design_warns_and_drops_aliased_column():
+    adata = _two_groups()
+    adata.obs["grp_copy"] = adata.obs["grp"].copy()
+    with pytest.warns(UserWarning, match=r"grp_copy\[T\.mid\].*grp_copy\[T\.hi\]|not identifiable"):
+        sim = NegBinRegressionSimulator().fit(adata, {"mean": "~ grp + grp_copy", "dispersion": "~ grp"},
+                                              device="cpu")
+    assert sim.aliased == {"mean": ["grp_copy[T.mid]", "grp_copy[T.hi]"]}
+    beta = sim.params["beta"]
+    assert np.all(beta.loc[["grp_copy[T.mid]", "grp_copy[T.hi]"]].to_numpy() == 0.0)
+    lo = adata.X[(adata.obs["grp"] == "lo").to_numpy()].mean(0)
+    np.testing.assert_allclose(beta.loc["Intercept"], np.log(lo), atol=1e-6)
+    assert sim.n_params == (3 + 3) * 2
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_inputs():
+    adata = _two_groups()
+    sim = NegBinRegressionSimulator()
+    with pytest.raises(RuntimeError, match="fit"):
+        sim.predict(adata.obs)
+    bad = adata.copy()
+    bad.X = bad.X.astype(float) + 0.5
+    with pytest.raises(ValueError, match="integer"):
+        sim.fit(bad, "~ grp")
+    bad.X = -adata.X
+    with pytest.raises(ValueError, match="non-negative"):
+        sim.fit(bad, "~ grp")
+    with pytest.raises(ValueError, match="not columns of obs"):
+        sim.fit(adata, "~ nonexistent")
+    nan = adata.copy()
+    nan.obs.loc[nan.obs_names[3], "x"] = np.nan
+    with pytest.raises(ValueError, match="missing values"):
+        sim.fit(nan, "~ x")
+    NegBinRegressionSimulator().fit(nan, "~ grp", device="cpu")  # NaN in an unused column is fine
+    with pytest.raises(ValueError, match="unknown formula keys"):
+        sim.fit(adata, {"mean": "~ x", "zero_inflation": "~ 1"})
+    with pytest.raises(ValueError, match="one-sided"):
+        sim.fit(adata, "y ~ x")
+    with pytest.raises(ValueError, match="layer"):
+        sim.fit(adata, "~ x", layer="spliced")
+    with pytest.raises(ValueError, match="max_iter"):
+        sim.fit(adata, "~ x", max_iter=0)
+    sim.fit(adata, {"mean": "~ x", "dispersion": "~ grp"}, device="cpu")
+    with pytest.raises(ValueError, match=r"obs lacks \['grp'\]"):
+        sim.sample(adata.obs[["x"]], seed=0)
+
+
+# ----------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+def test_cpu_equals_cuda():
+    adata, _ = _simulate(2000, 6, seed=2, zero_inflation=True)
+    for cls, formula in ((NegBinRegressionSimulator, NB_FORMULA),
+                         (ZeroInflatedNegBinRegressionSimulator, ZINB_FORMULA)):
+        cpu = cls().fit(adata, formula, device="cpu")
+        gpu = cls().fit(adata, formula, device="cuda")
+        for key in cpu.params:
+            np.testing.assert_allclose(gpu.params[key].to_numpy(), cpu.params[key].to_numpy(), atol=1e-6)
+        assert gpu.log_likelihood == pytest.approx(cpu.log_likelihood, rel=1e-9)
+    y = torch.arange(0, 3000, 7, dtype=torch.float64)
+    mu, r, w = torch.full_like(y, 50.0), torch.full_like(y, 0.5), torch.full_like(y, -1.0)
+    np.testing.assert_allclose(zinb_logpmf(y.cuda(), mu.cuda(), r.cuda(), w.cuda()).cpu().numpy(),
+                               zinb_logpmf(y, mu, r, w).numpy(), rtol=1e-12)
