@@ -168,6 +168,7 @@ def test_tol_and_callback_stop_early(counts):
     assert [s[0] for s in seen] == [2, 4] and res.n_iter == 4
 
 
+@pytest.mark.slow
 def test_ari_in_history(counts):
     Xc, labels = counts
     res = N.nmf(Xc.T, 4, loss="poisson", max_iter=30, labels=labels, eval_every=15, device="cpu")
@@ -272,3 +273,24 @@ def test_cpu_equals_cuda(counts, loss, sparse):
     np.testing.assert_allclose(gpu.W, cpu.W, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(gpu.history["objective"], cpu.history["objective"], rtol=1e-9)
     assert isinstance(gpu.history, pd.DataFrame)
+
+
+def test_factor_plots(tmp_path):
+    import matplotlib.figure
+
+    from sccourse import plotting
+
+    rng = np.random.default_rng(0)
+    E = rng.random((40, 3))
+    lab = np.array(["a"] * 30 + ["b"] * 10)
+    fig = plotting.factor_celltype_heatmap(E, lab, normalize=False, save=tmp_path / "f.png")
+    assert isinstance(fig, matplotlib.figure.Figure) and (tmp_path / "f.png").stat().st_size > 0
+    img = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(img, np.vstack([E[:30].mean(0), E[30:].mean(0)]))
+    W = np.zeros((6, 2))
+    W[[4, 1], 0] = [3.0, 2.0]
+    W[[0, 5], 1] = [5.0, 1.0]
+    fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=2, normalize=False)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["e", "b", "a", "f"]
+    with pytest.raises(ValueError, match="gene_names"):
+        plotting.top_genes_heatmap(W, list("abc"))
