@@ -1,0 +1,463 @@
+"""Tests for sccourse.manifold: graph operators, heat noise, σ matching, Dirichlet energy, denoisers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scipy.stats
+import torch
+from sccourse import manifold as m
+from scipy.sparse.csgraph import laplacian as csgraph_laplacian
+from scipy.sparse.linalg import eigsh
+
+T_TYPES = ["Naive CD4 T", "Memory CD4 T", "CD8 T"]
+
+
+# --------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------
+def random_knn_affinity(n=120, k=6, seed=0, return_points=False):
+    """Symmetric, non-negative, zero-diagonal affinities of a random kNN graph (Gaussian kernel)."""
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(n, 3))
+    D = ((pts[:, None] - pts[None]) ** 2).sum(-1)
+    rows, cols, vals = [], [], []
+    for i in range(n):
+        nb = np.argsort(D[i])[1:k + 1]
+        rows += [i] * k
+        cols += list(nb)
+        vals += list(np.exp(-D[i, nb]))
+    W = sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+    W = sp.csr_matrix(W.maximum(W.T))
+    return (W, pts) if return_points else W
+
+
+def cycle(n) -> sp.csr_matrix:
+    i = np.arange(n)
+    W = sp.csr_matrix((np.ones(n), (i, (i + 1) % n)), shape=(n, n))
+    return sp.csr_matrix(W + W.T)
+
+
+def star(n_leaves) -> sp.csr_matrix:
+    n = n_leaves + 1
+    W = sp.lil_matrix((n, n))
+    W[0, 1:] = 1.0
+    W[1:, 0] = 1.0
+    return sp.csr_matrix(W)
+
+
+@pytest.fixture(scope="module")
+def W():
+    return random_knn_affinity()
+
+
+# --------------------------------------------------------------------------------------
+# graph operators
+# --------------------------------------------------------------------------------------
+def test_degree_and_markov_match_dense_numpy(W):
+    Wd = W.toarray()
+    np.testing.assert_allclose(m.degree(W), Wd.sum(1))
+    P = m.markov_operator(W)
+    assert sp.issparse(P)
+    np.testing.assert_allclose(P.toarray(), Wd / Wd.sum(1, keepdims=True), atol=1e-14)
+    np.testing.assert_allclose(np.asarray(P.sum(1)).ravel(), 1.0)
+    S = m.symmetrized_operator(W)
+    Pd = Wd / Wd.sum(1, keepdims=True)
+    np.testing.assert_allclose(S.toarray(), 0.5 * (Pd + Pd.T), atol=1e-14)
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+def test_laplacian_matches_scipy_csgraph(W, normalized):
+    L = m.laplacian(W, normalized=normalized)
+    assert sp.issparse(L)
+    ref = csgraph_laplacian(W.toarray(), normed=normalized)
+    np.testing.assert_allclose(L.toarray(), ref, atol=1e-12)
+
+
+def test_normalized_laplacian_symmetric_psd_and_null_vector(W):
+    L = m.laplacian(W)
+    np.testing.assert_allclose(L.toarray(), L.toarray().T, atol=0)
+    lam_min = eigsh(L, k=1, which="SA")[0][0]
+    assert lam_min >= -1e-8
+    lam_max = eigsh(L, k=1, which="LA")[0][0]
+    assert lam_max <= 2 + 1e-8
+    d = np.asarray(W.sum(1)).ravel()
+    np.testing.assert_allclose(L @ np.sqrt(d), 0.0, atol=1e-10)
+
+
+def test_cycle_graph_spectrum_known():
+    n = 12
+    L = m.laplacian(cycle(n)).toarray()
+    expected = np.sort(1 - np.cos(2 * np.pi * np.arange(n) / n))
+    np.testing.assert_allclose(np.linalg.eigvalsh(L), expected, atol=1e-12)
+
+
+def test_identity_minus_symmetrized_operator_is_indefinite_on_a_star():
+    # star with 4 leaves: S has eigenvalue a*sqrt(4) with a = (1 + 1/4)/2, i.e. 1.25 > 1
+    S = m.symmetrized_operator(star(4)).toarray()
+    eig = np.linalg.eigvalsh(np.eye(5) - S)
+    assert eig.min() == pytest.approx(1 - 1.25, abs=1e-12)
+    # the normalized Laplacian of the same graph is PSD
+    assert np.linalg.eigvalsh(m.laplacian(star(4)).toarray()).min() >= -1e-12
+
+
+def test_operators_accept_dense_input(W):
+    np.testing.assert_allclose(m.markov_operator(W.toarray()).toarray(), m.markov_operator(W).toarray())
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.ones((3, 4)), "square"),
+        (np.array([[0.0, -1.0], [-1.0, 0.0]]), "non-negative"),
+        (np.array([[0.0, np.nan], [np.nan, 0.0]]), "NaN"),
+        (np.ones(4), "2-D"),
+    ],
+)
+def test_operators_reject_bad_affinities(bad, match):
+    for fn in (m.markov_operator, m.symmetrized_operator, m.laplacian, m.degree):
+        with pytest.raises(ValueError, match=match):
+            fn(bad)
+
+
+def test_laplacian_rejects_asymmetric_and_isolated():
+    with pytest.raises(ValueError, match="symmetric"):
+        m.laplacian(np.array([[0.0, 1.0], [0.5, 0.0]]))
+    with pytest.raises(ValueError, match="zero degree"):
+        m.markov_operator(np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_to_torch_sparse_roundtrip_and_product(W, layout):
+    T = m.to_torch_sparse(W, device="cpu", dtype=torch.float64, layout=layout)
+    assert T.layout == (torch.sparse_coo if layout == "coo" else torch.sparse_csr)
+    np.testing.assert_allclose(T.to_dense().numpy(), W.toarray())
+    X = np.random.default_rng(1).normal(size=(W.shape[0], 5))
+    np.testing.assert_allclose((T @ torch.from_numpy(X)).numpy(), W @ X, atol=1e-12)
+    with pytest.raises(ValueError, match="layout"):
+        m.to_torch_sparse(W, layout="bsr")
+
+
+def test_to_torch_dense_from_sparse_and_anndata():
+    import anndata as ad
+
+    X = sp.random(10, 7, density=0.3, random_state=0, format="csr")
+    T = m.to_torch(ad.AnnData(X), device="cpu")
+    assert T.dtype == torch.float32 and T.layout == torch.strided
+    np.testing.assert_allclose(T.numpy(), X.toarray(), rtol=1e-6)
+    with pytest.raises(ValueError, match="NaN"):
+        m.to_torch(np.array([[1.0, np.nan]]), device="cpu")
+
+
+# --------------------------------------------------------------------------------------
+# noise processes
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [0, 1, 3, 7])
+def test_manifold_heat_equals_dense_matrix_power(W, k):
+    S = m.symmetrized_operator(W)
+    X = np.random.default_rng(2).normal(size=(W.shape[0], 9))
+    ref = np.linalg.matrix_power(S.toarray(), k) @ X
+    heat = m.ManifoldHeat(S, steps=k)
+    np.testing.assert_allclose(heat.sample(X), ref, atol=1e-12)  # numpy in, float64
+    out = heat.sample(torch.from_numpy(X).float())
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-4)
+    # a torch sparse operator gives the same numbers; steps= overrides the default
+    heat_t = m.ManifoldHeat(m.to_torch_sparse(S, device="cpu", dtype=torch.float64), steps=1)
+    np.testing.assert_allclose(heat_t.sample(torch.from_numpy(X), steps=k).numpy(), ref, atol=1e-12)
+
+
+def test_manifold_heat_rejects_mismatch(W):
+    heat = m.ManifoldHeat(m.symmetrized_operator(W), steps=2)
+    with pytest.raises(ValueError, match="rows"):
+        heat.sample(np.zeros((W.shape[0] + 1, 3)))
+    with pytest.raises(ValueError, match="square"):
+        m.ManifoldHeat(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="steps"):
+        m.ManifoldHeat(m.symmetrized_operator(W), steps=-1)
+
+
+def test_heat_powers_stack_matches_matrix_powers(W):
+    S = m.symmetrized_operator(W)
+    X = torch.from_numpy(np.random.default_rng(3).normal(size=(W.shape[0], 4)))
+    H = m.ManifoldHeat(S).powers(X, 4)
+    assert H.shape == (5, W.shape[0], 4)
+    for k in range(5):
+        np.testing.assert_allclose(H[k].numpy(), np.linalg.matrix_power(S.toarray(), k) @ X.numpy(), atol=1e-12)
+
+
+def test_gaussian_noise_seeded_and_right_scale():
+    X = np.zeros((400, 300))
+    a = m.GaussianNoise(0.7, seed=5).sample(X)
+    b = m.GaussianNoise(0.7, seed=5).sample(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, m.GaussianNoise(0.7, seed=6).sample(X))
+    # 120,000 N(0, 0.49) draws: sample sd within 1 % of 0.7, mean within 5 standard errors of 0
+    assert a.std() == pytest.approx(0.7, rel=0.01)
+    assert abs(a.mean()) < 5 * 0.7 / np.sqrt(a.size)
+    assert scipy.stats.kstest(a.ravel()[:5000] / 0.7, "norm").pvalue > 1e-4
+    with pytest.raises(ValueError, match="sigma"):
+        m.GaussianNoise(-1.0)
+
+
+# --------------------------------------------------------------------------------------
+# sigma matching
+# --------------------------------------------------------------------------------------
+def test_match_sigma_empirical_reproduces_target(W):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(W.shape[0], 50)).astype(np.float32)
+    noisy = m.ManifoldHeat(m.symmetrized_operator(W), steps=3).sample(X.astype(np.float64))
+    target = np.linalg.norm(noisy - X, axis=1).mean()
+    sigma = m.match_sigma(X, noisy, seed=11)
+    assert sigma == m.match_sigma(X, noisy, seed=11)  # deterministic
+    Xg = m.GaussianNoise(sigma, seed=11).sample(X.astype(np.float64))
+    dev = np.linalg.norm(Xg - X, axis=1).mean()
+    assert dev == pytest.approx(target, rel=1e-3)
+    assert m.match_sigma(X, float(target), seed=11) == pytest.approx(sigma, rel=1e-9)
+
+
+@pytest.mark.parametrize("d", [1, 3, 50, 2000])
+def test_match_sigma_expected_matches_chi_mean(d):
+    # E||σ ε|| = σ · mean of a chi distribution with d degrees of freedom
+    sigma = m.match_sigma(np.zeros((4, d)), 2.5, method="expected")
+    assert sigma * scipy.stats.chi(d).mean() == pytest.approx(2.5, rel=1e-10)
+
+
+def test_match_sigma_methods_agree_for_many_cells():
+    # mean of n chi_d draws: relative standard error ~ 1 / sqrt(2 n d) = 3.5e-4 here
+    X = np.zeros((20000, 200))
+    a = m.match_sigma(X, 10.0, seed=0)
+    b = m.match_sigma(X, 10.0, method="expected")
+    assert a == pytest.approx(b, rel=2e-3)
+
+
+def test_match_sigma_bad_input():
+    with pytest.raises(ValueError, match="shape"):
+        m.match_sigma(np.zeros((3, 4)), np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="method"):
+        m.match_sigma(np.zeros((3, 4)), 1.0, method="bisect")
+    with pytest.raises(ValueError, match="NaN"):
+        m.match_sigma(np.full((3, 4), np.nan), 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Dirichlet energy
+# --------------------------------------------------------------------------------------
+def test_laplacian_energy_equals_edge_sum_formula(W):
+    X = np.random.default_rng(5).normal(size=(W.shape[0], 6))
+    Wd = W.toarray()
+    d = Wd.sum(1)
+    Y = X / np.sqrt(d)[:, None]
+    diff2 = ((Y[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+    ref = 0.5 * (Wd * diff2).sum()
+    L = m.laplacian(W)
+    assert m.laplacian_energy(L, X) == pytest.approx(ref, rel=1e-10)
+    per = m.laplacian_energy(L, X, per_cell=True)
+    assert per.shape == (W.shape[0],)
+    assert per.sum() == pytest.approx(ref, rel=1e-10)
+    # trace form, independently: tr(X^T L X) with dense numpy
+    assert np.trace(X.T @ L.toarray() @ X) == pytest.approx(ref, rel=1e-10)
+
+
+def test_laplacian_energy_torch_autograd_gradient(W):
+    L = m.laplacian(W)
+    X = torch.from_numpy(np.random.default_rng(6).normal(size=(W.shape[0], 4))).requires_grad_(True)
+    E = m.laplacian_energy(L, X)
+    E.backward()
+    np.testing.assert_allclose(X.grad.numpy(), 2 * (L @ X.detach().numpy()), atol=1e-10)
+    assert float(E.detach()) == pytest.approx(m.laplacian_energy(L, X.detach().numpy()), rel=1e-12)
+
+
+def test_laplacian_energy_smooth_signal_is_low(W):
+    # the eigenvector of the smallest eigenvalue, D^{1/2} 1, has zero energy
+    L = m.laplacian(W)
+    d = np.asarray(W.sum(1)).ravel()
+    assert abs(m.laplacian_energy(L, np.sqrt(d)[:, None])) < 1e-9
+    with pytest.raises(ValueError, match="rows"):
+        m.laplacian_energy(L, np.zeros((W.shape[0] - 1, 2)))
+
+
+# --------------------------------------------------------------------------------------
+# denoisers
+# --------------------------------------------------------------------------------------
+def _low_rank(n=300, d=40, r=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, r)) @ rng.normal(size=(r, d))).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_train_denoiser_beats_noisy_input_against_ground_truth():
+    X = _low_rank()
+    noise = m.GaussianNoise(0.8)
+    model, hist = m.train_denoiser(X, noise, epochs=25, batch_size=64, lr=3e-3, device="cpu", seed=0,
+                                   progress=False)
+    assert list(hist.columns) == ["epoch", "train_loss", "val_loss"] and len(hist) == 25
+    assert hist["val_loss"].iloc[-1] < 0.5 * hist["val_loss"].iloc[0]
+    # architecture d -> 512 -> d with GELU
+    lin = [mod for mod in model.modules() if isinstance(mod, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in lin] == [(40, 512), (512, 40)]
+    assert any(isinstance(mod, torch.nn.GELU) for mod in model.modules())
+    noisy = m.GaussianNoise(0.8, seed=123).sample(X.astype(np.float64))
+    out = m.denoise(model, noisy)
+    assert np.mean((out - X) ** 2) < 0.5 * np.mean((noisy - X) ** 2)  # noisy MSE is 0.64
+
+
+def test_train_denoiser_seeded_and_gene_selection(W):
+    X = np.random.default_rng(7).normal(size=(W.shape[0], 30)).astype(np.float32)
+    X[:, :5] *= 4  # the five most variable columns
+    heat = m.ManifoldHeat(m.symmetrized_operator(W), steps=2)
+    kw = {"genes": 5, "epochs": 3, "hidden": 16, "device": "cpu", "seed": 3, "progress": False}
+    m1, h1 = m.train_denoiser(X, heat, **kw)
+    m2, h2 = m.train_denoiser(X, heat, **kw)
+    pd.testing.assert_frame_equal(h1, h2)
+    assert sorted(m1.genes.tolist()) == [0, 1, 2, 3, 4]
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p1, p2)
+    with pytest.raises(ValueError, match="cells"):
+        m.train_denoiser(X[:-1], heat, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="NoiseProcess"):
+        m.train_denoiser(X, "gaussian", epochs=1, progress=False)
+    with pytest.raises(ValueError, match="val_fraction"):
+        m.train_denoiser(X, heat, epochs=1, val_fraction=1.5, progress=False)
+
+
+@pytest.mark.slow
+def test_conditional_denoiser_and_iterative_sampling():
+    # genes are smooth functions of the positions the graph was built on: blurring is partly invertible
+    W, pts = random_knn_affinity(n=300, k=8, seed=2, return_points=True)
+    rng = np.random.default_rng(8)
+    S = m.symmetrized_operator(W)
+    X = np.tanh(pts @ rng.normal(size=(3, 12))).astype(np.float32)
+    heat = m.ManifoldHeat(S)
+    model, hist = m.train_conditional_denoiser(X, heat, max_steps=4, hidden=64, epochs=60, lr=3e-3,
+                                               device="cpu", seed=0, progress=False)
+    assert len(hist) == 60 and hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    blurred = heat.sample(torch.from_numpy(X), steps=4).numpy()
+    one = m.denoise(model, blurred, level=4)
+    it = m.iterative_denoise(model, blurred, heat, steps=4)
+    assert it.shape == X.shape
+    # both reconstructions are closer to the clean X than the blurred input
+    base = np.mean((blurred - X) ** 2)
+    assert np.mean((one - X) ** 2) < base and np.mean((it - X) ** 2) < base
+    # one iterative step from level 1 is exactly the one-step estimate at level 1
+    b1 = heat.sample(torch.from_numpy(X), steps=1).numpy()
+    np.testing.assert_allclose(m.iterative_denoise(model, b1, heat, steps=1), m.denoise(model, b1, level=1))
+
+
+# --------------------------------------------------------------------------------------
+# real data: PBMC 3k T cells
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pbmc_clustered(mirror):
+    """PBMC 3k through the issue's pipeline (all genes kept; UMAP skipped, it plays no part here)."""
+    from sccourse import datasets
+
+    return m.preprocess_and_cluster(datasets.pbmc3k(), umap=False, seed=0)
+
+
+@pytest.mark.slow
+def test_t_cell_selection_against_seurat_annotation(pbmc_clustered):
+    a = pbmc_clustered
+    assert a.n_obs == 2700 and "leiden" in a.obs and a.n_vars == 13714  # genes seen in >= 3 cells
+    table = m.marker_table(a, m.PBMC_MARKERS)
+    assert table.shape == (a.obs["leiden"].nunique(), 7)
+    mask = m.select_t_cells(a)
+    is_t = a.obs["cell_type"].isin(T_TYPES).to_numpy()
+    purity = (is_t & mask).sum() / mask.sum()
+    recall = (is_t & mask).sum() / is_t.sum()
+    assert purity >= 0.90
+    assert recall >= 0.80
+
+
+@pytest.mark.slow
+def test_real_t_cell_graph_operators(pbmc_clustered):
+    a = pbmc_clustered
+    t = m.embed_cells(a[m.select_t_cells(a)].copy(), umap=False, diffmap=False, seed=0)
+    W = sp.csr_matrix(t.obsp["connectivities"], dtype=np.float64)
+    L = m.laplacian(W)
+    np.testing.assert_allclose(L.toarray(), csgraph_laplacian(W.toarray(), normed=True), atol=1e-12)
+    assert eigsh(L, k=1, which="SA")[0][0] >= -1e-8
+    # the ad-hoc operator I - S is indefinite on this graph (S has an eigenvalue above 1)
+    I_minus_S = sp.identity(W.shape[0]) - m.symmetrized_operator(W)
+    assert eigsh(I_minus_S, k=1, which="SA")[0][0] < -1e-6
+    X = t.X.toarray()[:, m.top_variable_genes(t.X, 200)]
+    assert m.laplacian_energy(L, X) >= 0
+
+
+def test_select_t_cells_on_synthetic_markers():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    n = 90
+    groups = np.repeat(["a", "b", "c"], 30)
+    X = np.zeros((n, 3))
+    X[groups == "b", 0] = rng.uniform(1.5, 2.5, 30)  # CD3D
+    X[groups == "b", 1] = rng.uniform(1.5, 2.5, 30)  # CD3E
+    X[groups == "c", 0] = rng.uniform(1.0, 2.0, 30)
+    X[groups == "c", 1] = rng.uniform(1.0, 2.0, 30)
+    X[groups == "a", 2] = 3.0
+    a = ad.AnnData(X, obs=pd.DataFrame({"leiden": pd.Categorical(groups)}, index=[str(i) for i in range(n)]),
+                   var=pd.DataFrame(index=["CD3D", "CD3E", "LYZ"]))
+    assert m.t_cell_clusters(a) == ["b", "c"]
+    np.testing.assert_array_equal(m.select_t_cells(a), groups != "a")
+    with pytest.raises(ValueError, match="not in adata.var_names"):
+        m.marker_table(a, ["CD3D", "MS4A1"])
+
+
+# --------------------------------------------------------------------------------------
+# plots
+# --------------------------------------------------------------------------------------
+def test_plots_return_figures(W):
+    import anndata as ad
+    import matplotlib
+    from sccourse import plotting
+
+    rng = np.random.default_rng(0)
+    n = W.shape[0]
+    a = ad.AnnData(rng.random((n, 3)), var=pd.DataFrame(index=["CD3D", "CD3E", "LYZ"]),
+                   obs=pd.DataFrame({"leiden": pd.Categorical(rng.integers(0, 3, n).astype(str))},
+                                    index=[str(i) for i in range(n)]))
+    a.obsm["X_umap"] = rng.normal(size=(n, 2))
+    a.obsm["X_diffmap"] = rng.normal(size=(n, 4))
+    figs = [
+        plotting.embedding_panels(a, ["leiden", "CD3D"]),
+        plotting.embedding_panels(a, "leiden", basis="diffmap", components=(1, 2)),
+        plotting.marker_matrixplot(m.marker_table(a, ["CD3D", "LYZ"]), highlight=["1"]),
+        plotting.loss_histories({"g": pd.DataFrame({"epoch": [1, 2], "train_loss": [2, 1], "val_loss": [2, 1.5]})}),
+        plotting.energy_bars({"real": 3.0, "denoised": 1.0}),
+        plotting.denoised_marker_grid(a, {"raw": a.X, "x2": 2 * a.X}, ["CD3D", "LYZ"]),
+    ]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figs)
+    with pytest.raises(ValueError, match="neither"):
+        plotting.embedding_panels(a, ["nope"])
+    with pytest.raises(ValueError, match="shape"):
+        plotting.denoised_marker_grid(a, {"raw": a.X[:, :2]}, ["CD3D"])
+
+
+# --------------------------------------------------------------------------------------
+# GPU: same numbers as on the CPU
+# --------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_gpu_heat_noise_energy_match_cpu(W):
+    S = m.symmetrized_operator(W)
+    X = torch.from_numpy(np.random.default_rng(9).normal(size=(W.shape[0], 8)))
+    heat = m.ManifoldHeat(S, steps=4)
+    np.testing.assert_allclose(heat.sample(X.cuda()).cpu().numpy(), heat.sample(X).numpy(), atol=1e-10)
+    g_cpu = m.GaussianNoise(0.3, seed=1).sample(X)
+    g_gpu = m.GaussianNoise(0.3, seed=1).sample(X.cuda())
+    np.testing.assert_allclose(g_gpu.cpu().numpy(), g_cpu.numpy(), atol=1e-12)
+    L = m.laplacian(W)
+    assert float(m.laplacian_energy(L, X.cuda())) == pytest.approx(float(m.laplacian_energy(L, X)), rel=1e-10)
+    Ts = m.to_torch_sparse(S, device="cuda")
+    assert Ts.device.type == "cuda"
+
+
+@pytest.mark.gpu
+def test_gpu_train_denoiser_close_to_cpu():
+    X = _low_rank(n=200, d=20)
+    kw = {"epochs": 5, "hidden": 32, "seed": 0, "progress": False}
+    _, h_cpu = m.train_denoiser(X, m.GaussianNoise(0.5), device="cpu", **kw)
+    _, h_gpu = m.train_denoiser(X, m.GaussianNoise(0.5), device="cuda", **kw)
+    np.testing.assert_allclose(h_gpu["train_loss"], h_cpu["train_loss"], rtol=1e-3)
