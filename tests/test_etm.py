@@ -1,0 +1,355 @@
+"""Tests for sccourse.etm: likelihood and KL against independent formulas, gradients against finite
+differences, recovery of planted topics, the AnnData wrapper and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+from sccourse import datasets, etm
+from sccourse._etm_kernels import gaussian_kl, mixture_loglik
+from scipy.optimize import linear_sum_assignment
+from scipy.special import softmax
+
+
+def planted_topics(n_cells=500, n_genes=150, n_topics=4, *, seed=0, concentration=0.2):
+    """Counts drawn from a known topic model: x_n ~ Multinomial(lib_n, θ_n β), θ_n ~ Dirichlet."""
+    rng = np.random.default_rng(seed)
+    block = n_genes // n_topics
+    beta = np.full((n_topics, n_genes), 0.2)
+    for k in range(n_topics):
+        beta[k, k * block:(k + 1) * block] += rng.gamma(2.0, 2.0, size=block)
+    beta /= beta.sum(axis=1, keepdims=True)
+    theta = rng.dirichlet(np.full(n_topics, concentration), size=n_cells)
+    lib = rng.integers(800, 2500, size=n_cells)
+    p = theta @ beta
+    counts = rng.multinomial(lib, p / p.sum(axis=1, keepdims=True))
+    return counts, theta, beta
+
+
+def matched_correlations(est, true):
+    """Hungarian matching of columns by Pearson correlation; the matched correlations."""
+    k = true.shape[1]
+    c = np.corrcoef(est.T, true.T)[:k, k:]
+    r, col = linear_sum_assignment(-c)
+    return c[r, col]
+
+
+def tiny_model(n_genes=12, n_topics=3, **kw):
+    kw.setdefault("emb_dim", 4)
+    kw.setdefault("hidden", 6)
+    return etm.ETM(n_genes, n_topics, **kw)
+
+
+# --------------------------------------------------------------------------------------
+# the loss against independent formulas
+# --------------------------------------------------------------------------------------
+def test_mixture_loglik_matches_numpy():
+    rng = np.random.default_rng(1)
+    theta = rng.dirichlet(np.ones(3), size=7)
+    beta = rng.dirichlet(np.ones(11), size=3)
+    X = rng.poisson(3.0, size=(7, 11)).astype(float)
+    expected = np.sum(X * np.log(theta @ beta))
+    got = mixture_loglik(torch.tensor(theta), torch.tensor(beta), torch.tensor(X))
+    np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
+
+
+def test_mixture_loglik_chunks_agree(monkeypatch):
+    """Many small row chunks and one chunk give the same value and gradients (scipy reference value)."""
+    import sccourse._etm_kernels as K
+
+    rng = np.random.default_rng(2)
+    theta = torch.tensor(rng.dirichlet(np.ones(4), size=50), requires_grad=True)
+    beta = torch.tensor(rng.dirichlet(np.ones(30), size=4), requires_grad=True)
+    X = torch.tensor(rng.poisson(2.0, size=(50, 30)).astype(float))
+    monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 30 * 3)  # 3 rows per chunk
+    a = mixture_loglik(theta, beta, X)
+    ga = torch.autograd.grad(a, (theta, beta))
+    monkeypatch.setattr(K, "_CHUNK_ELEMENTS", 1 << 20)
+    b = mixture_loglik(theta, beta, X)
+    gb = torch.autograd.grad(b, (theta, beta))
+    from scipy.stats import multinomial
+
+    # the multinomial pmf without its count-only coefficient is exactly Σ x log p
+    coef = np.array([multinomial.logpmf(x, n=x.sum(), p=np.full(30, 1 / 30)) - x.sum() * np.log(1 / 30)
+                     for x in X.numpy()])
+    ref = sum(multinomial.logpmf(x, n=x.sum(), p=p) for x, p in zip(X.numpy(), (theta @ beta).detach().numpy()))
+    np.testing.assert_allclose(a.item(), ref - coef.sum(), rtol=1e-10)
+    np.testing.assert_allclose(a.item(), b.item(), rtol=1e-12)
+    for x, y in zip(ga, gb):
+        np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-10)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    logvar = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+    p = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = torch.distributions.kl_divergence(q, p).sum(dim=1)
+    torch.testing.assert_close(gaussian_kl(mu, logvar), expected)
+
+
+def test_batch_bias_likelihood_matches_numpy():
+    rng = np.random.default_rng(3)
+    model = tiny_model(n_genes=10, n_topics=3, n_batches=2).double()
+    with torch.no_grad():
+        model.batch_bias.copy_(torch.tensor(rng.normal(size=(2, 10))))
+    theta = rng.dirichlet(np.ones(3), size=6)
+    X = rng.poisson(4.0, size=(6, 10)).astype(float)
+    batch = np.array([0, 1, 1, 0, 1, 0])
+    got = model.log_likelihood(torch.tensor(theta), torch.tensor(X), torch.tensor(batch)).item()
+    beta = softmax(model.alpha.detach().numpy() @ model.rho.detach().numpy().T, axis=1)
+    p = (theta @ beta) * np.exp(model.batch_bias.detach().numpy()[batch])
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, np.sum(X * np.log(p)), rtol=1e-12)
+
+
+def test_beta_is_softmax_of_embeddings():
+    model = tiny_model()
+    w = etm.topic_gene_weights(model)
+    expected = softmax(model.alpha.detach().numpy() @ model.rho.detach().numpy().T, axis=1).T
+    np.testing.assert_allclose(w.to_numpy(), expected, rtol=1e-5)
+    assert list(w.columns) == [0, 1, 2] and w.index[0] == "gene_0"
+
+
+# --------------------------------------------------------------------------------------
+# gradients: autograd (with the hand-written backward) vs finite differences
+# --------------------------------------------------------------------------------------
+def test_gradcheck_mixture_loglik():
+    g = torch.Generator().manual_seed(4)
+    theta = torch.rand(5, 3, generator=g, dtype=torch.float64).add_(0.1).requires_grad_()
+    beta = torch.rand(3, 7, generator=g, dtype=torch.float64).add_(0.1).requires_grad_()
+    X = torch.poisson(torch.full((5, 7), 3.0, dtype=torch.float64), generator=g)
+    assert torch.autograd.gradcheck(lambda t, b: mixture_loglik(t, b, X), (theta, beta), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_batches", [1, 2])
+def test_gradcheck_full_loss(n_batches):
+    """Gradient of nll + 0.7 kl w.r.t. encoder and decoder parameters, fixed reparameterisation noise."""
+    rng = np.random.default_rng(5)
+    X = rng.poisson(3.0, size=(8, 12))
+    X[2] = 0  # a zero-count cell takes part too
+    model = tiny_model(dropout=0.0, n_batches=n_batches, seed=1).double()
+    if n_batches > 1:
+        with torch.no_grad():
+            model.batch_bias.normal_()
+    model.train()
+    data = etm.prepare(X, batch=[0, 1] * 4 if n_batches > 1 else None, device="cpu", dtype=torch.float64)
+    noise = torch.tensor(rng.normal(size=(8, 3)))
+    names = ["alpha", "rho", "mu.weight", "logvar.bias", "encoder.0.weight"] + (["batch_bias"] if n_batches > 1 else [])
+    base = dict(model.named_parameters())
+    inputs = tuple(base[n].detach().clone().requires_grad_() for n in names)
+
+    def loss(*params):
+        p = dict(base)
+        p.update(zip(names, params))
+        nll, kl = _call_elbo(model, p, data, noise)
+        return nll + 0.7 * kl
+
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-4, rtol=1e-4)
+
+
+def _call_elbo(model, params, data, noise):
+    class _Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, d, eps):
+            return self.m.elbo_terms(d, noise=eps)
+
+    wrapped = _Wrap(model)
+    return torch.func.functional_call(wrapped, {f"m.{k}": v for k, v in params.items()}, (data, noise))
+
+
+# --------------------------------------------------------------------------------------
+# training on planted topics
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def planted_fit():
+    counts, theta, beta = planted_topics()
+    model = etm.ETM(counts.shape[1], 4, emb_dim=32, hidden=64, seed=0)
+    hist = etm.train_etm(model, sp.csr_matrix(counts), epochs=400, lr=1e-2, kl_warmup=100, eval_every=100,
+                         eval_fn=lambda th: float(th.shape[1]), device="cpu", seed=0, progress=False)
+    return counts, theta, beta, model, hist
+
+
+def test_elbo_decreases(planted_fit):
+    counts, theta, beta, model, hist = planted_fit
+    assert list(hist.columns) == ["epoch", "neg_elbo", "nll", "kl", "kl_weight", "loss", "time_s", "ari"]
+    assert hist["epoch"].tolist() == list(range(1, 401))
+    first, last = hist["neg_elbo"].iloc[:10].mean(), hist["neg_elbo"].iloc[-10:].mean()
+    assert last < first
+    # the fitted nll closes most of the gap between a one-topic fit and the true parameters
+    lib = counts.sum(axis=1)
+    nll_true = -np.sum(counts * np.log(theta @ beta)) / len(counts)
+    pooled = counts.sum(axis=0) / counts.sum()
+    nll_one_topic = -np.sum(counts * np.log(pooled)) / len(counts)
+    assert nll_true < nll_one_topic
+    data = etm.prepare(counts, device="cpu")
+    with torch.no_grad():
+        model.eval()
+        nll_fit, _ = model.elbo_terms(data, sample=False)
+    gap = (nll_one_topic - nll_fit.item()) / (nll_one_topic - nll_true)
+    assert gap > 0.9, gap
+    # evaluation every 100 epochs and at the last
+    assert hist["ari"].notna().sum() == 4 and np.all(hist["ari"].dropna() == 4)
+    assert np.all(np.diff(hist["kl_weight"].iloc[:100]) > 0) and hist["kl_weight"].iloc[-1] == 1.0
+    assert lib.min() > 0
+
+
+def test_recovers_planted_topics(planted_fit):
+    counts, theta, beta, model, _hist = planted_fit
+    est_beta = etm.topic_gene_weights(model).to_numpy()
+    corr = matched_correlations(est_beta, beta.T)
+    assert corr.min() >= 0.9, corr
+    est_theta = etm.get_theta(model, counts)
+    assert est_theta.shape == theta.shape
+    np.testing.assert_allclose(est_theta.sum(axis=1), 1.0, rtol=1e-5)
+    assert matched_correlations(est_theta, theta).min() >= 0.9
+
+
+def test_minibatch_training_reduces_loss():
+    counts, _, _ = planted_topics(n_cells=300, n_genes=60, n_topics=3, seed=1)
+    model = etm.ETM(60, 3, emb_dim=16, hidden=32)
+    hist = etm.train_etm(model, counts, epochs=30, batch_size=64, lr=1e-2, device="cpu", seed=0, progress=False)
+    assert hist["nll"].iloc[-5:].mean() < hist["nll"].iloc[:5].mean()
+
+
+def test_same_seed_same_numbers_on_cpu():
+    counts, _, _ = planted_topics(n_cells=120, n_genes=40, n_topics=3, seed=2)
+    runs = []
+    for seed in (3, 3, 4):
+        model = etm.ETM(40, 3, emb_dim=8, hidden=16, seed=seed)
+        hist = etm.train_etm(model, counts, epochs=15, device="cpu", seed=seed, progress=False)
+        runs.append((hist["neg_elbo"].to_numpy(), etm.get_theta(model, counts)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert not np.array_equal(runs[0][1], runs[2][1])
+
+
+def test_kl_schedule():
+    assert etm.kl_schedule(1, warmup=4) == 0.25
+    assert etm.kl_schedule(10, warmup=4, max_weight=0.5) == 0.5
+    assert etm.kl_schedule(1, warmup=0, max_weight=0.3) == 0.3
+
+
+# --------------------------------------------------------------------------------------
+# interpretation helpers
+# --------------------------------------------------------------------------------------
+def test_top_genes_matches_pandas_nlargest():
+    rng = np.random.default_rng(6)
+    w = pd.DataFrame(rng.random((20, 3)), index=[f"g{i}" for i in range(20)])
+    top = etm.top_genes(w, n=5)
+    assert top.shape == (5, 3)
+    for k in w.columns:
+        assert top[k].tolist() == w[k].nlargest(5).index.tolist()
+
+
+def test_top_genes_rejects_bad_input():
+    w = pd.DataFrame(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="larger than the number of genes"):
+        etm.top_genes(w, n=4)
+    with pytest.raises(TypeError):
+        etm.top_genes(np.ones((3, 2)))
+
+
+# --------------------------------------------------------------------------------------
+# AnnData wrapper
+# --------------------------------------------------------------------------------------
+def test_fit_etm_writes_anndata(tmp_path):
+    adata = datasets.synthetic(n_cells=200, n_genes=60, n_types=3, seed=0)
+    adata.obs["batch"] = np.where(np.arange(200) % 2 == 0, "a", "b")
+    model, hist = etm.fit_etm(adata, 3, batch_key="batch", emb_dim=8, hidden=16, epochs=20, device="cpu",
+                              progress=False)
+    assert model.n_batches == 2 and model.batch_bias is not None
+    theta = adata.obsm["X_etm"]
+    assert theta.shape == (200, 3)
+    np.testing.assert_allclose(theta.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(softmax(adata.obsm["X_etm_delta"], axis=1), theta, rtol=1e-4, atol=1e-6)
+    assert adata.varm["etm_beta"].shape == (60, 3)
+    np.testing.assert_allclose(adata.varm["etm_beta"].sum(axis=0), 1.0, rtol=1e-5)
+    assert etm.topic_gene_weights(model).index.tolist() == list(adata.var_names)
+    assert adata.uns["etm"]["n_batches"] == 2 and len(hist) == 20
+    adata.write_h5ad(tmp_path / "fit.h5ad")  # everything written can be saved
+
+
+def test_fit_etm_leaves_anndata_untouched_on_bad_input():
+    adata = datasets.synthetic(n_cells=50, n_genes=20, n_types=2, seed=0)
+    adata.X = adata.X.astype(np.float32)
+    adata.X[0, 0] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        etm.fit_etm(adata, 2, epochs=2, device="cpu", progress=False)
+    assert "X_etm" not in adata.obsm and "etm_beta" not in adata.varm
+
+
+# --------------------------------------------------------------------------------------
+# bad input
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.array([[1.0, -2.0], [3.0, 4.0]]), "negative"),
+        (np.array([[1.0, np.nan], [3.0, 4.0]]), "NaN"),
+        (np.ones(5), "2-D"),
+        (np.ones((1, 5)), "at least 2 cells"),
+    ],
+)
+def test_bad_counts_raise(X, match):
+    with pytest.raises(ValueError, match=match):
+        etm.prepare(X, device="cpu")
+
+
+def test_gene_count_mismatch_and_bad_options():
+    model = tiny_model(n_genes=12)
+    with pytest.raises(ValueError, match="12"):
+        etm.get_theta(model, np.ones((4, 10)))
+    with pytest.raises(ValueError, match="epochs"):
+        etm.train_etm(model, np.ones((4, 12)), epochs=0, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        etm.train_etm(model, np.ones((4, 12)), lr=-1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="n_topics"):
+        etm.ETM(10, 0)
+    with pytest.raises(ValueError, match="batch has 3 entries"):
+        etm.prepare(np.ones((4, 12)), batch=["a", "b", "c"], device="cpu")
+    two = tiny_model(n_genes=12, n_batches=2)
+    with pytest.raises(ValueError, match="2 batches"):
+        etm.get_theta(two, np.ones((4, 12)))
+
+
+def test_zero_count_cells_are_handled():
+    counts, _, _ = planted_topics(n_cells=100, n_genes=30, n_topics=2, seed=3)
+    counts[:5] = 0
+    data = etm.prepare(counts, device="cpu")
+    assert torch.all(data.normalized[:5] == 0) and torch.isfinite(data.normalized).all()
+    np.testing.assert_allclose(data.normalized[5:].sum(dim=1).numpy(), 1.0, rtol=1e-6)
+    model = etm.ETM(30, 2, emb_dim=8, hidden=16)
+    hist = etm.train_etm(model, counts, epochs=10, device="cpu", progress=False)
+    assert np.isfinite(hist[["neg_elbo", "nll", "kl"]].to_numpy()).all()
+    theta = etm.get_theta(model, counts)
+    assert np.isfinite(theta).all()
+    np.testing.assert_allclose(theta.sum(axis=1), 1.0, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# GPU: same numbers as the CPU
+# --------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(7)
+    X = rng.poisson(3.0, size=(40, 25))
+    noise = torch.tensor(rng.normal(size=(40, 3)))
+    out = {}
+    for dev in ("cpu", "cuda"):
+        model = tiny_model(n_genes=25, dropout=0.0, seed=2).double().to(dev)
+        model.train()
+        data = etm.prepare(X, device=dev, dtype=torch.float64)
+        nll, kl = model.elbo_terms(data, noise=noise.to(dev))
+        (nll + kl).backward()
+        out[dev] = (nll.item(), kl.item(), model.alpha.grad.cpu().numpy(), model.rho.grad.cpu().numpy(),
+                    etm.get_theta(model, X))
+    for a, b in zip(out["cpu"], out["cuda"]):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
