@@ -353,3 +353,35 @@ def test_cuda_matches_cpu():
                     etm.get_theta(model, X))
     for a, b in zip(out["cpu"], out["cuda"]):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------
+def test_topic_gene_heatmap_shows_each_topics_top_genes():
+    from sccourse import plotting
+
+    rng = np.random.default_rng(8)
+    w = pd.DataFrame(rng.dirichlet(np.ones(30), size=4).T, index=[f"g{i}" for i in range(30)])
+    fig = plotting.topic_gene_heatmap(w, n_top=3, vmax=0.2)
+    shown = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    expected = []
+    for k in w.columns:
+        expected += [g for g in w[k].nlargest(3).index if g not in expected]
+    assert shown == expected
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_clim() == (0.0, 0.2)
+
+
+def test_topic_clustermap_and_tsne_pair():
+    from sccourse import plotting
+
+    rng = np.random.default_rng(9)
+    theta = rng.dirichlet(np.ones(4), size=60)
+    labels = np.repeat(["a", "b", "c"], 20)
+    fig = plotting.topic_clustermap(theta, labels, title="t")
+    assert any(ax.get_xlabel() == "topic" for ax in fig.axes)
+    fig2 = plotting.tsne_side_by_side({"one": theta, "two": theta[:, :2]}, labels, perplexity=10)
+    assert [ax.get_title() for ax in fig2.axes] == ["one", "two"]
+    with pytest.raises(ValueError, match="same number of cells"):
+        plotting.tsne_side_by_side({"one": theta, "two": theta[:10]}, labels)

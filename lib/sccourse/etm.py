@@ -33,6 +33,7 @@ from ._etm_kernels import ETMData, as_count_matrix, gaussian_kl, mixture_loglik,
 __all__ = [
     "ETM",
     "ETMData",
+    "adam",
     "fit_etm",
     "get_theta",
     "kl_schedule",
@@ -292,8 +293,11 @@ def train_step(model: ETM, optimizer: torch.optim.Optimizer, data: ETMData, *, k
     return {"neg_elbo": nll_v + kl_v, "nll": nll_v, "kl": kl_v, "loss": float(loss.detach())}
 
 
-def _adam(model: ETM, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """Adam, with the fused single-kernel update where this torch build offers it for the device."""
+def adam(model: ETM, *, lr: float = 5e-3, weight_decay: float = 1.2e-6) -> torch.optim.Optimizer:
+    """The optimiser :func:`train_etm` uses: Adam (fused single-kernel update where the build offers it).
+
+    Create it after moving the model to its device.
+    """
     try:
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):  # pragma: no cover - older builds / unsupported device
@@ -360,7 +364,7 @@ def train_etm(model: ETM, adata_or_counts, *, epochs: int = 1000, batch_size: in
     data = _data_for(model, adata_or_counts, batch=batch, layer=layer, batch_key=batch_key)
     set_seed(seed)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    optimizer = _adam(model, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(model, lr=lr, weight_decay=weight_decay)
     n = data.n_cells
     rows, elapsed = [], 0.0
     bar = trange(epochs, disable=not progress, desc="ETM", leave=False)
