@@ -342,3 +342,23 @@ def test_cpu_equals_cuda():
     mu, r, w = torch.full_like(y, 50.0), torch.full_like(y, 0.5), torch.full_like(y, -1.0)
     np.testing.assert_allclose(zinb_logpmf(y.cuda(), mu.cuda(), r.cuda(), w.cuda()).cpu().numpy(),
                                zinb_logpmf(y, mu, r, w).numpy(), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- plots
+def test_plots(nb_fit):
+    import matplotlib.figure
+    from sccourse import plotting
+
+    adata, truth, sim = nb_fit
+    fig = plotting.plot_parameter_recovery({"beta": truth["mean"]}, {"beta": sim.params["beta"]})
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert f"{np.abs(truth['mean'] - sim.params['beta'].to_numpy()).mean():.3f}" in fig.axes[0].get_title()
+    fig = plotting.plot_mean_curves(adata, sim, ["g0", "g1"], covariate="m0")
+    x, y = fig.axes[0].lines[0].get_data()
+    np.testing.assert_allclose(np.sort(x), x)
+    np.testing.assert_allclose(y, np.exp(adata.obs[["m0", "m1"]].to_numpy() @ sim.params["beta"]["g0"].to_numpy())
+                               [np.argsort(adata.obs["m0"].to_numpy())])
+    with pytest.raises(ValueError, match="unknown"):
+        plotting.plot_mean_curves(adata, sim, ["nope"], covariate="m0")
+    fig = plotting.plot_real_vs_synthetic(adata, sim.sample(adata.obs, seed=0))
+    assert len(fig.axes) == 3
