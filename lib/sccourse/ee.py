@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from . import _ee_kernels as K
+from ._ee_data import prepare_pcs
 from ._device import get_device
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ee_objective",
     "entropic_affinities",
     "epoch_batches",
+    "prepare_pcs",
     "repulsive_weights",
 ]
 
