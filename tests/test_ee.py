@@ -194,6 +194,11 @@ def test_spectral_beats_gradient_descent(blobs):
     sd = ee.ElasticEmbedding(lam=10.0, optimizer="spectral", max_iter=20, tol=0, device="cpu").fit(Wpos=W)
     gd = ee.ElasticEmbedding(lam=10.0, optimizer="gd", max_iter=20, tol=0, device="cpu").fit(Wpos=W)
     assert sd.objective_ < gd.objective_
+    # target= stops as soon as the objective reaches the given value
+    early = ee.ElasticEmbedding(lam=10.0, max_iter=20, tol=0, target=gd.objective_, device="cpu").fit(Wpos=W)
+    assert early.objective_ <= gd.objective_
+    assert early.n_iter_ < 20
+    assert early.history_["objective"].iloc[-2] > gd.objective_
 
 
 def test_ee_separates_synthetic_clusters(synthetic_pcs):
