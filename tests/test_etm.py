@@ -385,3 +385,15 @@ def test_topic_clustermap_and_tsne_pair():
     assert [ax.get_title() for ax in fig2.axes] == ["one", "two"]
     with pytest.raises(ValueError, match="same number of cells"):
         plotting.tsne_side_by_side({"one": theta, "two": theta[:10]}, labels)
+
+
+def test_ari_over_seeds_finds_planted_cell_types():
+    adata = datasets.synthetic(n_cells=240, n_genes=80, n_types=3, n_markers=12, fold_change=8.0, seed=1)
+    labels = adata.obs["cell_type"].to_numpy()
+    table = etm.ari_over_seeds(adata, labels, n_topics=3, seeds=(0, 1), epochs=40, lr=1e-2, kl_warmup=10,
+                               emb_dim=16, hidden=32, device="cpu")
+    assert table["seed"].tolist() == [0, 1]
+    assert list(table.columns) == ["seed", "ari_theta", "ari_delta", "neg_elbo", "time_s"]
+    assert (table["ari_theta"] > 0.5).all(), table
+    with pytest.raises(ValueError, match="labels"):
+        etm.ari_over_seeds(adata, labels[:10], epochs=1, device="cpu")

@@ -34,6 +34,7 @@ __all__ = [
     "ETM",
     "ETMData",
     "adam",
+    "ari_over_seeds",
     "fit_etm",
     "get_theta",
     "kl_schedule",
@@ -536,3 +537,47 @@ def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: s
                 "final_neg_elbo": float(history["neg_elbo"].iloc[-1])}
     adata.uns["etm"] = {k: v for k, v in settings.items() if v is not None}  # h5ad cannot store None
     return model, history
+
+
+def ari_over_seeds(X, labels, *, n_topics: int = 16, seeds=(0, 1, 2), epochs: int = 1000,
+                   resolution: float = 0.15, batch=None, layer: str | None = None, batch_key: str | None = None,
+                   device="auto", progress: bool = False, **options) -> pd.DataFrame:
+    """Train one model per seed and score it at a fixed Leiden resolution: the honest evaluation protocol.
+
+    For each seed: :class:`ETM` (``seed``) → :func:`train_etm` (``seed``, ``epochs``, ``options``) →
+    :func:`sccourse.metrics.evaluate_ari` of ``θ`` and of ``μ`` at ``resolution``.
+
+    Parameters
+    ----------
+    X
+        Raw counts (AnnData, arrays or :class:`ETMData`), cells x genes.
+    labels
+        Reference cell labels (length = cells).
+    options
+        Passed on: ``emb_dim``, ``hidden``, ``dropout`` to :class:`ETM`; the rest (``lr``, ``kl_warmup``, ...)
+        to :func:`train_etm`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per seed: ``seed``, ``ari_theta``, ``ari_delta``, ``neg_elbo`` (final), ``time_s`` (training).
+    """
+    from .metrics import evaluate_ari
+
+    seeds = [_check_int("seed", s, 0) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    model_opts = {k: options.pop(k) for k in ("emb_dim", "hidden", "dropout") if k in options}
+    dev = get_device(device)
+    data = prepare(X, batch=batch, layer=layer, batch_key=batch_key, device=dev)
+    if len(labels) != data.n_cells:
+        raise ValueError(f"labels has {len(labels)} entries but the data has {data.n_cells} cells")
+    rows = []
+    for s in seeds:
+        model = ETM(data.n_genes, n_topics, n_batches=data.n_batches, seed=s, **model_opts)
+        hist = train_etm(model, data, epochs=epochs, device=dev, seed=s, progress=progress, **options)
+        theta, mu = _theta(model, data)
+        rows.append({"seed": s, "ari_theta": evaluate_ari(theta, labels, resolution=resolution),
+                     "ari_delta": evaluate_ari(mu, labels, resolution=resolution),
+                     "neg_elbo": float(hist["neg_elbo"].iloc[-1]), "time_s": float(hist["time_s"].iloc[-1])})
+    return pd.DataFrame(rows)
