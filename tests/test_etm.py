@@ -139,7 +139,7 @@ def test_gradcheck_full_loss(n_batches):
     model.train()
     data = etm.prepare(X, batch=[0, 1] * 4 if n_batches > 1 else None, device="cpu", dtype=torch.float64)
     noise = torch.tensor(rng.normal(size=(8, 3)))
-    names = ["alpha", "rho", "mu.weight", "logvar.bias", "encoder.0.weight"] + (["batch_bias"] if n_batches > 1 else [])
+    names = ["alpha", "rho", "mu.weight", "logvar.bias", "encoder.0.bias"] + (["batch_bias"] if n_batches > 1 else [])
     base = dict(model.named_parameters())
     inputs = tuple(base[n].detach().clone().requires_grad_() for n in names)
 
@@ -172,7 +172,7 @@ def _call_elbo(model, params, data, noise):
 def planted_fit():
     counts, theta, beta = planted_topics()
     model = etm.ETM(counts.shape[1], 4, emb_dim=32, hidden=64, seed=0)
-    hist = etm.train_etm(model, sp.csr_matrix(counts), epochs=400, lr=1e-2, kl_warmup=100, eval_every=100,
+    hist = etm.train_etm(model, sp.csr_matrix(counts), epochs=250, lr=1e-2, kl_warmup=60, eval_every=100,
                          eval_fn=lambda th: float(th.shape[1]), device="cpu", seed=0, progress=False)
     return counts, theta, beta, model, hist
 
@@ -180,7 +180,7 @@ def planted_fit():
 def test_elbo_decreases(planted_fit):
     counts, theta, beta, model, hist = planted_fit
     assert list(hist.columns) == ["epoch", "neg_elbo", "nll", "kl", "kl_weight", "loss", "time_s", "ari"]
-    assert hist["epoch"].tolist() == list(range(1, 401))
+    assert hist["epoch"].tolist() == list(range(1, 251))
     first, last = hist["neg_elbo"].iloc[:10].mean(), hist["neg_elbo"].iloc[-10:].mean()
     assert last < first
     # the fitted nll closes most of the gap between a one-topic fit and the true parameters
@@ -196,8 +196,8 @@ def test_elbo_decreases(planted_fit):
     gap = (nll_one_topic - nll_fit.item()) / (nll_one_topic - nll_true)
     assert gap > 0.9, gap
     # evaluation every 100 epochs and at the last
-    assert hist["ari"].notna().sum() == 4 and np.all(hist["ari"].dropna() == 4)
-    assert np.all(np.diff(hist["kl_weight"].iloc[:100]) > 0) and hist["kl_weight"].iloc[-1] == 1.0
+    assert hist["ari"].notna().sum() == 3 and np.all(hist["ari"].dropna() == 4)
+    assert np.all(np.diff(hist["kl_weight"].iloc[:60]) > 0) and hist["kl_weight"].iloc[-1] == 1.0
     assert lib.min() > 0
 
 
@@ -215,8 +215,8 @@ def test_recovers_planted_topics(planted_fit):
 def test_minibatch_training_reduces_loss():
     counts, _, _ = planted_topics(n_cells=300, n_genes=60, n_topics=3, seed=1)
     model = etm.ETM(60, 3, emb_dim=16, hidden=32)
-    hist = etm.train_etm(model, counts, epochs=30, batch_size=64, lr=1e-2, device="cpu", seed=0, progress=False)
-    assert hist["nll"].iloc[-5:].mean() < hist["nll"].iloc[:5].mean()
+    hist = etm.train_etm(model, counts, epochs=12, batch_size=100, lr=1e-2, device="cpu", seed=0, progress=False)
+    assert hist["nll"].iloc[-3:].mean() < hist["nll"].iloc[:3].mean()
 
 
 def test_same_seed_same_numbers_on_cpu():
