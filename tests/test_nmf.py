@@ -277,7 +277,6 @@ def test_cpu_equals_cuda(counts, loss, sparse):
 
 def test_factor_plots(tmp_path):
     import matplotlib.figure
-
     from sccourse import plotting
 
     rng = np.random.default_rng(0)
