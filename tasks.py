@@ -5,6 +5,7 @@
     python3 tasks.py test [ARGS...]  # venv, run the test suite (extra ARGS go to pytest)
     python3 tasks.py release [NAME]  # regenerate assignments/ from solutions/ (all, or one)
     python3 tasks.py setup           # only create/update the virtual environment
+    python3 tasks.py bench TOPIC...  # benchmarks in .venv-bench/ (with the reference packages), see benchmarks/
 
 Every command creates `.venv/` when it is missing (torch==2.13.0 first, then `pip install -e .[dev]`) and
 is safe to re-run: the environment is reinstalled only when pyproject.toml changes.
@@ -61,6 +62,36 @@ def setup() -> None:
     stamp_file.write_text(_stamp())
 
 
+BENCH_VENV = ROOT / ".venv-bench"
+BENCH_PY = BENCH_VENV / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+# the published packages the benchmarks compare against; never dependencies of the course itself.
+# torch is repeated on the same pip line so that none of them can replace the course's torch.
+BENCH_REFERENCES = ["scetm==0.5.0", "tensorboard", "neuralee==0.1.6", "scdesigner==0.0.25"]
+
+
+def bench_setup() -> None:
+    """Create or update .venv-bench: torch first, this package, then the reference packages."""
+    stamp_file = BENCH_VENV / ".sccourse-stamp"
+    stamp = _stamp() + " ".join(BENCH_REFERENCES)
+    if BENCH_PY.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return
+    if not BENCH_PY.exists():
+        print(f"creating benchmark environment in {BENCH_VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=BENCH_VENV.exists()).create(BENCH_VENV)
+    pip = [BENCH_PY, "-m", "pip", "install", "--disable-pip-version-check"]
+    for cmd in (pip + [TORCH], pip + ["-e", "."], pip + [*BENCH_REFERENCES, TORCH]):
+        if _run(cmd) != 0:
+            sys.exit(f"benchmark environment setup failed at: {' '.join(map(str, cmd))}")
+    stamp_file.write_text(stamp)
+
+
+def bench(args) -> int:
+    bench_setup()
+    env = dict(os.environ)
+    env.setdefault("MPLBACKEND", "Agg")
+    return _run([BENCH_PY, "-m", "benchmarks", *args], env=env)
+
+
 def _in_venv(args) -> int:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -89,10 +120,14 @@ def main(argv) -> int:
         print(__doc__)
         return 0
     cmd, rest = argv[0], argv[1:]
-    if cmd not in ("setup", "course", "test", "release"):
-        print(f"unknown command {cmd!r}; expected one of: course, test, release, setup", file=sys.stderr)
+    if cmd not in ("setup", "course", "test", "release", "bench"):
+        print(f"unknown command {cmd!r}; expected one of: course, test, release, setup, bench", file=sys.stderr)
         return 2
     t0 = time.time()
+    if cmd == "bench":
+        rc = bench(rest)
+        print(f"tasks.py bench: exit {rc} after {time.time() - t0:.0f} s", flush=True)
+        return rc
     setup()
     if cmd == "setup":
         rc = 0

@@ -273,3 +273,18 @@ def test_unreachable_upstream_says_how_to_set_the_mirror(tmp_path, monkeypatch):
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
     with pytest.raises(datasets.DataUnavailableError, match="SCCOURSE_DATA_MIRROR"):
         datasets.baron_mouse_pancreas(mice="mouse2", require_all=True)
+
+
+def test_failed_download_is_tried_once_per_process(tmp_path, monkeypatch):
+    _registry_with(tmp_path, monkeypatch, "baron_mouse2", "http://127.0.0.1:9/absent.csv.gz", {"shape": [1, 1]},
+                   "baron_csv")
+    monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "_UNREACHABLE", {})
+    calls = []
+    real = datasets._download
+    monkeypatch.setattr(datasets, "_download", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for _ in range(3):
+        with pytest.raises(datasets.DataUnavailableError, match="absent.csv.gz failed"):
+            datasets.baron_mouse_pancreas(mice="mouse2", require_all=True)
+    assert len(calls) == 1

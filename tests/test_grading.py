@@ -12,10 +12,12 @@ Submissions run with `quick = True` in their parameters cell.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -101,36 +103,54 @@ def test_release_holds_no_solution_or_hidden_test(name):
     assert n_graded >= 3, f"{name}: expected at least 3 autograded test cells, found {n_graded}"
 
 
-@pytest.fixture(scope="module")
-def autograded(course):
-    """Autograde three submissions per assignment; returns {name: {student: {grade_id: (score, max)}}}."""
+STUDENTS = ("reference", "blank", "hang")
+
+
+def _autograde_one(course: Path, name: str, student: str, nb) -> dict:
+    """Autograde one submission in its own copy of the course (own gradebook), so that runs can go in parallel."""
     from nbgrader.api import Gradebook
 
-    results = {}
+    root = course.parent / f"{course.name}-{student}-{name}"
+    shutil.copytree(course, root, ignore=shutil.ignore_patterns("submitted", "autograded", "feedback"))
+    dest = root / "submitted" / student / name
+    dest.mkdir(parents=True)
+    nbformat.write(nb, str(dest / f"{name}.ipynb"))
+    db = f"sqlite:///{root / 'gradebook.db'}"
+    cmd = [sys.executable, "-m", "nbgrader", "autograde", name, "--student", student, "--create", "--force",
+           f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={db}"]
+    # one compute thread per kernel: two kernels share the machine's cores instead of oversubscribing them
+    env = {**tool_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, (f"nbgrader autograde {name} ({student}) failed:\n{proc.stdout[-3000:]}\n"
+                                  f"{proc.stderr[-3000:]}")
+    with Gradebook(db, course_id="sccourse") as gb:
+        sub = gb.find_submission_notebook(name, name, student)
+        return {g.name: (g.score, g.max_score) for g in sub.grades if g.auto_score is not None}
+
+
+@pytest.fixture(scope="module")
+def autograded(course):
+    """Autograde three submissions per assignment; returns {name: ({student: {grade_id: (score, max)}}, ...)}.
+
+    The 3 x len(NAMES) runs are independent and go two at a time (CI machines have two cores)."""
+    jobs, meta = {}, {}
     for name in NAMES:
         source = nbformat.read(str(course / "solutions" / name / f"{name}.ipynb"), as_version=4)
         release = nbformat.read(str(course / "assignments" / name / f"{name}.ipynb"), as_version=4)
         hang = nbformat.read(str(course / "solutions" / name / f"{name}.ipynb"), as_version=4)
         answer_cells = [c for c in hang.cells if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"]
         answer_cells[-1].source = f"{HANG_MARK}\nwhile True:\n    pass\n" + answer_cells[-1].source
-        for student, nb in (("reference", source), ("blank", release), ("hang", hang)):
+        for student, nb in zip(STUDENTS, (source, release, hang)):
             _set_quick(nb)
-            dest = course / "submitted" / student / name
-            dest.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, str(dest / f"{name}.ipynb"))
-        cmd = [sys.executable, "-m", "nbgrader", "autograde", name, "--create", "--force",
-               f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}"]
-        proc = subprocess.run(cmd, cwd=course, capture_output=True, text=True, env=tool_env(), timeout=1500)
-        assert proc.returncode == 0, f"nbgrader autograde {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        scores = {}
-        with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="sccourse") as gb:
-            for student in ("reference", "blank", "hang"):
-                sub = gb.find_submission_notebook(name, name, student)
-                scores[student] = {g.name: (g.score, g.max_score) for g in sub.grades if g.auto_score is not None}
-        results[name] = (scores, [c.metadata["nbgrader"]["grade_id"] for c in source.cells
-                                  if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"],
-                         answer_cells[-1].metadata["nbgrader"]["grade_id"], source)
-    return results
+            jobs[name, student] = nb
+        meta[name] = ([c.metadata["nbgrader"]["grade_id"] for c in source.cells
+                       if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"],
+                      answer_cells[-1].metadata["nbgrader"]["grade_id"], source)
+    workers = int(os.environ.get("SCCOURSE_GRADING_WORKERS", "2"))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {key: pool.submit(_autograde_one, course, *key, nb) for key, nb in jobs.items()}
+        scores = {key: f.result() for key, f in futures.items()}
+    return {name: ({s: scores[name, s] for s in STUDENTS}, *meta[name]) for name in NAMES}
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -191,6 +191,9 @@ def _check_fingerprint(adata: ad.AnnData, expected: dict, what: str) -> None:
             )
 
 
+_UNREACHABLE: dict[str, str] = {}  # upstream URLs whose download failed in this process -> message
+
+
 def _load_upstream(name: str, key: str = "counts") -> ad.AnnData:
     """Download (or reuse the cached download of) the original public file and parse it."""
     spec = _registry()[name]["upstream"].get(key)
@@ -203,13 +206,17 @@ def _load_upstream(name: str, key: str = "counts") -> ad.AnnData:
     url = spec["url"]
     dest = cache_dir() / "upstream"
     fname = f"{name}__{Path(url).name}"
+    if url in _UNREACHABLE and not (dest / fname).exists():
+        # one failed attempt per process is enough: offline classrooms should not wait on every call
+        raise DataUnavailableError(_UNREACHABLE[url])
     try:
         path = _download(url, sha256=spec.get("sha256"), dest_dir=dest, fname=fname, what=name)
     except DataIntegrityError:
         raise
     except Exception as err:  # network errors: no route, DNS, HTTP 404, ...
         rel = _registry()[name]["files"].get(key, {}).get("path", fname)
-        raise DataUnavailableError(_how_to_get(name, rel) + f" (download from {url} failed: {err})") from err
+        _UNREACHABLE[url] = _how_to_get(name, rel) + f" (download from {url} failed: {err})"
+        raise DataUnavailableError(_UNREACHABLE[url]) from err
     try:
         adata = _PARSERS[spec["format"]](path)
         _check_fingerprint(adata, spec["fingerprint"], f"{name} upstream file {path}")
