@@ -362,3 +362,89 @@ def test_plots(nb_fit):
         plotting.plot_mean_curves(adata, sim, ["nope"], covariate="m0")
     fig = plotting.plot_real_vs_synthetic(adata, sim.sample(adata.obs, seed=0))
     assert len(fig.axes) == 3
+
+
+# ---------------------------------------------------------------- Gaussian copula
+_R_TRUE = np.array([[1.0, 0.8, 0.5, 0.0],
+                    [0.8, 1.0, 0.4, 0.0],
+                    [0.5, 0.4, 1.0, -0.5],
+                    [0.0, 0.0, -0.5, 1.0]])
+
+
+def _copula_counts(n, mu, r, pi=0.0, seed=0):
+    """Counts whose genes are coupled by a Gaussian copula with correlation _R_TRUE (scipy quantiles)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 4)) @ np.linalg.cholesky(_R_TRUE).T
+    u = st.norm.cdf(z)
+    u_nb = np.clip((u - pi) / (1 - pi), 0, 1 - 1e-12)
+    Y = np.maximum(st.nbinom.ppf(u_nb, r, r / (r + mu)), 0).astype(np.int64)  # ppf(0) = -1 in scipy
+    return ad.AnnData(X=Y, obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]),
+                      var=pd.DataFrame(index=[f"g{j}" for j in range(4)]))
+
+
+def _normal_scores(Y, mu, r, rng):
+    """Randomised PIT under the true NB marginal, computed with scipy only."""
+    p = r / (r + mu)
+    lo, hi = st.nbinom.cdf(Y - 1, r, p), st.nbinom.cdf(Y, r, p)
+    return st.norm.ppf(np.clip(lo + rng.random(Y.shape) * (hi - lo), 1e-12, 1 - 1e-12))
+
+
+def test_copula_recovers_gene_correlation_and_keeps_marginals():
+    mu, r = 40.0, 5.0
+    adata = _copula_counts(20000, mu, r)
+    sim = NegBinRegressionSimulator().fit(adata, "~ 1", device="cpu")
+    R = sim.fit_copula(adata, seed=1)
+    assert list(R.index) == list(adata.var_names)
+    np.testing.assert_allclose(R.to_numpy(), _R_TRUE, atol=0.04)
+
+    joint = sim.sample(adata.obs, seed=2, copula=True).X.toarray()
+    indep = sim.sample(adata.obs, seed=2).X.toarray()
+    for Y in (joint, indep):  # same NB marginals either way
+        np.testing.assert_allclose(Y.mean(0), mu, rtol=0.03)
+        np.testing.assert_allclose(Y.var(0), mu + mu**2 / r, rtol=0.08)
+    rng = np.random.default_rng(3)
+    np.testing.assert_allclose(np.corrcoef(_normal_scores(joint, mu, r, rng), rowvar=False), _R_TRUE, atol=0.05)
+    off = ~np.eye(4, dtype=bool)
+    assert np.abs(np.corrcoef(_normal_scores(indep, mu, r, rng), rowvar=False)[off]).max() < 0.05
+    # same seed, same cells
+    np.testing.assert_array_equal(sim.sample(adata.obs, seed=2, copula=True).X.toarray(), joint)
+
+
+def test_zinb_copula_keeps_zero_fraction_and_sign_of_correlation():
+    mu, r, pi = 30.0, 4.0, 0.3
+    adata = _copula_counts(20000, mu, r, pi=pi, seed=5)
+    sim = ZeroInflatedNegBinRegressionSimulator().fit(adata, "~ 1", device="cpu")
+    R = sim.fit_copula(adata, seed=0).to_numpy()
+    assert np.all(np.sign(R[np.abs(_R_TRUE) > 0.3]) == np.sign(_R_TRUE[np.abs(_R_TRUE) > 0.3]))
+    Y = sim.sample(adata.obs, seed=1, copula=True).X.toarray()
+    expected_zero = pi + (1 - pi) * st.nbinom.pmf(0, r, r / (r + mu))
+    np.testing.assert_allclose((Y == 0).mean(0), expected_zero, atol=0.015)
+    np.testing.assert_allclose(Y.mean(0), (1 - pi) * mu, rtol=0.04)
+
+
+def test_copula_bad_input():
+    adata = _copula_counts(200, 10.0, 3.0)
+    sim = NegBinRegressionSimulator().fit(adata, "~ 1", device="cpu")
+    with pytest.raises(RuntimeError, match="fit_copula"):
+        sim.sample(adata.obs, copula=True)
+    with pytest.raises(ValueError, match="same order"):
+        sim.fit_copula(adata[:, ::-1].copy())
+    with pytest.raises(ValueError, match="shrinkage"):
+        sim.fit_copula(adata, shrinkage=1.5)
+    R = sim.fit_copula(adata, shrinkage=1.0)
+    np.testing.assert_allclose(R.to_numpy(), np.eye(4), atol=1e-12)
+
+
+def test_gene_correlation_plot():
+    import matplotlib.figure
+    from sccourse import plotting
+
+    adata = _copula_counts(500, 20.0, 5.0)
+    shuffled = np.random.default_rng(0).permuted(adata.X, axis=0)  # columns shuffled apart: no correlation
+    fig = plotting.plot_gene_correlations({"real": adata, "shuffled": shuffled}, n_genes=4)
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 4  # 2 heatmaps, colour bar, scatter
+    off = ~np.eye(4, dtype=bool)
+    expected = np.abs(np.corrcoef(np.log1p(adata.X.astype(float)), rowvar=False)[off]).mean()
+    assert f"{expected:.3f}" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="same genes"):
+        plotting.plot_gene_correlations({"a": adata, "b": shuffled[:, :3]})

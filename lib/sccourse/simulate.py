@@ -265,6 +265,8 @@ class NegBinRegressionSimulator:
         self.aliased: dict[str, list[str]] = {}
         self._designs: dict[str, _Design] = {}
         self._seed = 0
+        self.copula: pd.DataFrame | None = None
+        self._copula_factor: np.ndarray | None = None
 
     # ---------------------------------------------------------------- formulas
     def _formulas(self, formula) -> dict[str, str]:
@@ -374,6 +376,7 @@ class NegBinRegressionSimulator:
         self._designs = designs
         self._seed = int(seed)
         self.var_names = genes
+        self.copula, self._copula_factor = None, None  # a copula belongs to the marginals it was fitted on
         self.n_obs = n_cells
         self.n_params = n_coef * n_genes
         self.device = dev
@@ -437,11 +440,13 @@ class NegBinRegressionSimulator:
             out["zero_inflation"] = 1.0 / (1.0 + np.exp(-eta["zero_inflation"]))
         return {k: pd.DataFrame(v, index=index, columns=self.var_names) for k, v in out.items()}
 
-    def sample(self, obs, *, seed: int | None = None) -> ad.AnnData:
+    def sample(self, obs, *, seed: int | None = None, copula: bool = False) -> ad.AnnData:
         """Draw synthetic counts for the cells described by ``obs``.
 
-        Counts are drawn as a gamma–Poisson mixture, ``λ ~ Gamma(r, μ/r)``, ``y ~ Poisson(λ)``
-        (which is NB(μ, r)); for the ZINB a cell-gene is then zeroed with probability π.
+        Independent genes: counts are drawn as a gamma–Poisson mixture, ``λ ~ Gamma(r, μ/r)``,
+        ``y ~ Poisson(λ)`` (which is NB(μ, r)); for the ZINB a cell-gene is then zeroed with probability π.
+        With ``copula=True`` (after :meth:`fit_copula`): ``z ~ N(0, R)`` per cell and ``y = F⁻¹(Φ(z))``
+        gene by gene, so the marginals are unchanged and the genes keep the fitted correlation R.
 
         Parameters
         ----------
@@ -449,27 +454,120 @@ class NegBinRegressionSimulator:
             DataFrame (or AnnData) with every column the formulas use.
         seed
             Seed of the NumPy generator (default: the ``seed`` given to :meth:`fit`).
+        copula
+            Draw genes jointly through the Gaussian copula fitted by :meth:`fit_copula`.
 
         Returns
         -------
         anndata.AnnData
             CSR int64 counts, cells × genes, with ``obs`` copied.
         """
+        if copula and self.copula is None:
+            raise RuntimeError("sample(..., copula=True) needs a fitted copula: call fit_copula(adata) first")
         pred = self.predict(obs)
         frame = obs.obs if isinstance(obs, ad.AnnData) else obs
-        seed = self._seed if seed is None else seed
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        rng = np.random.default_rng(int(seed))
+        rng = np.random.default_rng(self._check_seed(seed))
         mu = pred["mean"].to_numpy()
         r = pred["dispersion"].to_numpy()
-        lam = rng.gamma(shape=r, scale=mu / r)
-        Y = rng.poisson(lam)
-        if "zero_inflation" in pred:
-            Y = Y * (rng.random(Y.shape) >= pred["zero_inflation"].to_numpy())
+        pi = pred["zero_inflation"].to_numpy() if "zero_inflation" in pred else None
+        if copula:
+            from scipy import stats
+
+            z = rng.standard_normal(mu.shape) @ self._copula_factor.T
+            Y = self._quantile(stats.norm.cdf(z), mu, r, pi)
+        else:
+            lam = rng.gamma(shape=r, scale=mu / r)
+            Y = rng.poisson(lam)
+            if pi is not None:
+                Y = Y * (rng.random(Y.shape) >= pi)
         out = ad.AnnData(X=sp.csr_matrix(Y.astype(np.int64)), obs=frame.copy(),
                          var=pd.DataFrame(index=self.var_names.copy()))
         return out
+
+    def _check_seed(self, seed) -> int:
+        seed = self._seed if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        return int(seed)
+
+    # ---------------------------------------------------------------- Gaussian copula
+    @staticmethod
+    def _cdf(y, mu, r, pi):
+        """F(y) of NB(μ, r), or of the ZINB π·δ₀ + (1 − π)·NB; F(−1) = 0."""
+        from scipy import stats
+
+        F = stats.nbinom.cdf(y, r, r / (r + mu))
+        if pi is not None:
+            F = np.where(y >= 0, pi + (1.0 - pi) * F, 0.0)
+        return F
+
+    @staticmethod
+    def _quantile(u, mu, r, pi):
+        """F⁻¹(u) = smallest y with F(y) ≥ u, for the NB or ZINB of every cell-gene."""
+        from scipy import stats
+
+        u = np.clip(u, 0.0, 1.0 - 1e-12)  # Φ(z) rounds to 1 for z > 8.3; the NB quantile of 1 is infinite
+        if pi is not None:  # y = 0 on the point mass, else the NB quantile of the rescaled u
+            u = np.clip((u - pi) / (1.0 - pi), 0.0, 1.0 - 1e-12)
+        y = stats.nbinom.ppf(u, r, r / (r + mu))  # scipy's ppf(0) is −1 (below the support): count 0
+        return np.maximum(np.nan_to_num(y, nan=0.0), 0.0).astype(np.int64)
+
+    def fit_copula(self, adata: ad.AnnData, *, layer: str | None = None, seed: int | None = None,
+                   shrinkage: float = 0.0) -> pd.DataFrame:
+        """Fit a Gaussian copula over genes to the cells the marginals were fitted on.
+
+        Each count becomes a normal score ``z = Φ⁻¹(u)``, ``u ~ U(F(y − 1), F(y))`` (randomised probability
+        integral transform under the fitted marginal of that cell and gene); ``R = (1 − s)·corr(z) + s·I``.
+        Afterwards ``sample(obs, copula=True)`` draws cells whose genes keep this correlation.
+
+        Parameters
+        ----------
+        adata
+            Cells × genes counts with the genes of the fit (same order) and the covariates in ``.obs``.
+        layer
+            Counts layer (default ``.X``).
+        seed
+            Seed of the uniform draws of the randomised transform (default: the fit's seed).
+        shrinkage
+            Weight ``s`` in [0, 1] of the identity in ``R`` (useful when genes outnumber cells).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``R``, genes × genes (also kept as ``.copula``).
+        """
+        from scipy import stats
+
+        self._check_fitted()
+        if not isinstance(adata, ad.AnnData):
+            raise TypeError(f"fit_copula expects an AnnData, got {type(adata).__name__}")
+        if list(adata.var_names) != list(self.var_names):
+            raise ValueError("fit_copula: adata must hold the genes of the fit, in the same order "
+                             f"({len(self.var_names)} genes); got {adata.n_vars} genes")
+        if not 0.0 <= float(shrinkage) <= 1.0:
+            raise ValueError(f"shrinkage must lie in [0, 1], got {shrinkage!r}")
+        if adata.n_obs < 3:
+            raise ValueError(f"fit_copula needs at least 3 cells, got {adata.n_obs}")
+        Y = _counts_matrix(adata, layer).astype(np.float64)
+        pred = self.predict(adata.obs)
+        mu, r = pred["mean"].to_numpy(), pred["dispersion"].to_numpy()
+        pi = pred["zero_inflation"].to_numpy() if "zero_inflation" in pred else None
+        lo, hi = self._cdf(Y - 1, mu, r, pi), self._cdf(Y, mu, r, pi)
+        rng = np.random.default_rng(self._check_seed(seed))
+        u = np.clip(lo + rng.random(Y.shape) * (hi - lo), 1e-12, 1.0 - 1e-12)
+        z = stats.norm.ppf(u)
+        R = np.corrcoef(z, rowvar=False)
+        R = np.nan_to_num(R, nan=0.0)  # a gene with constant scores correlates with nothing
+        np.fill_diagonal(R, 1.0)
+        R = (1.0 - shrinkage) * R + shrinkage * np.eye(len(R))
+        # nearest correlation matrix that admits a Cholesky factor (clip tiny negative eigenvalues)
+        w, V = np.linalg.eigh(R)
+        R = (V * np.clip(w, 1e-8, None)) @ V.T
+        d = np.sqrt(np.diag(R))
+        R = R / d[:, None] / d[None, :]
+        self._copula_factor = np.linalg.cholesky(R)
+        self.copula = pd.DataFrame(R, index=self.var_names, columns=self.var_names)
+        return self.copula
 
     @property
     def aic(self) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_mean_curves", "plot_parameter_recovery", "plot_real_vs_synthetic"]
+__all__ = ["plot_gene_correlations", "plot_mean_curves", "plot_parameter_recovery", "plot_real_vs_synthetic"]
 
 
 def _dense(X) -> np.ndarray:
@@ -135,6 +135,60 @@ def plot_real_vs_synthetic(real, synthetic, *, title: str | None = None, save=No
     for ax in axes:
         ax.legend(fontsize=8, frameon=False)
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    if save is not None:
+        fig.savefig(save, dpi=120)
+    return fig
+
+
+def plot_gene_correlations(counts: dict, *, n_genes: int = 30, title: str | None = None, save=None):
+    """Gene–gene correlation matrices of several count matrices over the same genes, side by side.
+
+    Correlations are Pearson correlations of ``log1p`` counts, over the ``n_genes`` genes with the largest
+    variance in the *first* matrix, ordered by hierarchical clustering of that first matrix. A last panel
+    plots every off-diagonal correlation of the others against the first.
+
+    Parameters
+    ----------
+    counts
+        ``{name: AnnData or cells × genes array}``; the first entry is the reference (the real cells).
+    n_genes
+        Genes shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    if not isinstance(counts, dict) or len(counts) < 2:
+        raise ValueError("counts must be a dict of at least two count matrices, the first being the reference")
+    mats = {k: np.log1p(_dense(getattr(v, "X", v)).astype(float)) for k, v in counts.items()}
+    shapes = {m.shape[1] for m in mats.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"all matrices must have the same genes (columns); got {sorted(shapes)}")
+    ref = next(iter(mats.values()))
+    keep = np.argsort(-ref.var(0), kind="stable")[: min(n_genes, ref.shape[1])]
+    keep = keep[ref[:, keep].std(0) > 0]
+    corr = {k: np.nan_to_num(np.corrcoef(m[:, keep], rowvar=False)) for k, m in mats.items()}
+    first = next(iter(corr.values()))
+    order = leaves_list(linkage(1.0 - first[np.triu_indices(len(first), 1)], method="average"))
+    n = len(corr)
+    fig, axes = plt.subplots(1, n + 1, figsize=(3.6 * (n + 1), 3.6), constrained_layout=True)
+    off = ~np.eye(len(first), dtype=bool)
+    for ax, (name, C) in zip(axes[:n], corr.items()):
+        im = ax.imshow(C[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set(title=f"{name}\nmean |r| off-diagonal {np.abs(C[off]).mean():.3f}", xticks=[], yticks=[])
+    fig.colorbar(im, ax=axes[n - 1], shrink=0.8, label="correlation of log1p counts")
+    names = list(corr)
+    for i, name in enumerate(names[1:], start=1):
+        axes[n].scatter(first[off], corr[name][off], s=6, alpha=0.5, color=f"C{i}", label=name)
+    axes[n].plot([-1, 1], [-1, 1], color="0.5", ls="--", lw=1)
+    axes[n].set(xlabel=f"{names[0]} correlation", ylabel="synthetic correlation", title="gene pairs",
+                xlim=(-1, 1), ylim=(-1, 1))
+    axes[n].legend(fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     if save is not None:
