@@ -325,9 +325,9 @@ def _run(data, W, H, *, loss, max_iter, tol, eval_every, labels, callback, progr
     n_iter = 0
     for t in bar:
         if loss == "sse":
-            sq = K_.sse_step(data, W, H)
+            sq = K_.sse_step(data, W, H, want_objective=is_eval(t))
             n_iter = t
-            if is_eval(t):
+            if sq is not None:
                 rec = {"iteration": t, "objective": sq / (M * N), "mse": sq / (M * N),
                        "time_s": time.perf_counter() - t0 - state["eval_s"]}
                 finish(rec, H, W)
@@ -336,7 +336,7 @@ def _run(data, W, H, *, loss, max_iter, tol, eval_every, labels, callback, progr
         else:
             if pending is not None:
                 # W, H are still those of iteration t-1 here: read their log-likelihood off this update
-                R, xlog = data.ratio(W, H, True)
+                R, xlog = data.ratio(W, H, True, transposed=True)
                 pending.update(K_.poisson_terms(data, W, H, xlog))
                 finish(pending, H, W)
                 pending = None
