@@ -61,8 +61,8 @@ def _synthetic_pcs(n_cells, n_pcs=20, seed=0):
 
 def _label_accuracy(X, labels, k=10):
     """10-NN label accuracy (leave-one-out), the figure quoted for neuralee in measured-references.md."""
-    from sklearn.neighbors import KNeighborsClassifier
     from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
 
     return float(cross_val_score(KNeighborsClassifier(k), X, labels, cv=5).mean())
 
@@ -89,16 +89,20 @@ def _ee_case(quick: bool) -> Case:
 
         X_ref = reference()
         state["target"] = ee.ee_objective(X_ref, Wp, LAM, Wneg=Wn, device="cpu")
+        # the same start as neuralee's EE (its first draw after the seed: 1e-5 · randn(N, 2)); EE is not
+        # convex, and from different starts the two runs settle in different local minima
+        torch.manual_seed(0)
+        state["init"] = (1e-5 * torch.randn(Y.shape[0], 2)).double().numpy()
     else:
         reference = None
         Wp = ee.entropic_affinities(Y, PERPLEXITY, n_neighbors="all", device="cpu").toarray()
         D2 = ((Y[:, None] - Y[None]) ** 2).sum(-1)
         Wn = D2 / D2.sum()
-        state["target"] = None
+        state["target"], state["init"] = None, None
 
     def ours():
         m = ee.ElasticEmbedding(lam=LAM, max_iter=5 * maxit, tol=0, target=state["target"], device="cpu",
-                                seed=0).fit(Wpos=Wp, Wneg=Wn)
+                                seed=0).fit(Wpos=Wp, Wneg=Wn, init=state["init"])
         return m.embedding_
 
     def quality(X_ours, X_ref):

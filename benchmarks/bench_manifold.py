@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sccourse import manifold
 
 from benchmarks._harness import Case
+from sccourse import manifold
 
 
 def knn_graph(n_cells: int, *, n_neighbors: int = 15, dim: int = 10, seed: int = 0) -> sp.csr_matrix:

@@ -53,9 +53,10 @@ def _objective(Xc: np.ndarray, W_genes: np.ndarray, H_cells: np.ndarray, loss: s
 
 def cases(quick: bool):
     import torch
+    from sklearn.decomposition import NMF
+
     from sccourse.metrics import evaluate_ari
     from sccourse.nmf import initialize, nmf
-    from sklearn.decomposition import NMF
 
     adata = _data()
     labels = adata.obs["cell_type"].to_numpy()

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.neighbors import NearestNeighbors
+
 from sccourse import ee
 from sccourse.metrics import evaluate_ari, knn_preservation
-from sklearn.neighbors import NearestNeighbors
 
 
 def _blobs(n_per=80, n_types=4, dim=10, sep=8.0, seed=0):
@@ -26,8 +27,9 @@ def blobs():
 @pytest.fixture(scope="module")
 def synthetic_pcs():
     """Well-separated cell types from the project's NB generator: log-CPM → 10 PCs."""
-    from sccourse.datasets import synthetic
     from sklearn.decomposition import PCA
+
+    from sccourse.datasets import synthetic
 
     a = synthetic(n_cells=400, n_genes=200, n_types=4, n_markers=20, fold_change=10.0, seed=3)
     X = a.X.toarray().astype(float)
@@ -239,6 +241,30 @@ def test_batch_loss_matches_full_objective_on_full_batch(small_problem):
     loss = ee.batch_ee_loss(torch.tensor(X), torch.tensor(coo.row), torch.tensor(coo.col), torch.tensor(coo.data),
                             wneg, 4.0)
     assert float(loss) == pytest.approx(ee.ee_objective(X, W, 4.0, device="cpu"), rel=1e-12)
+
+
+def test_batch_loss_gradient_matches_autograd_of_the_plain_formula():
+    """The fused repulsion (value and gradient in one blocked pass) against autograd on the textbook
+    expression, with a symmetric distance-type w⁻ and a random sparse attractive graph."""
+    rng = np.random.default_rng(5)
+    b = 120
+    Xb = torch.tensor(rng.normal(size=(b, 2)), dtype=torch.float64)
+    Yb = rng.normal(size=(b, 6))
+    D2 = ((Yb[:, None] - Yb[None]) ** 2).sum(-1)
+    wneg = torch.tensor(D2 / D2.sum())
+    rows, cols = rng.integers(0, b, 300), rng.integers(0, b, 300)
+    w = torch.tensor(rng.random(300))
+    r_t, c_t = torch.tensor(rows), torch.tensor(cols)
+
+    X1 = Xb.clone().requires_grad_(True)
+    ours = ee.batch_ee_loss(X1, r_t, c_t, w, wneg, 3.0)
+    ours.backward()
+    X2 = Xb.clone().requires_grad_(True)
+    d2 = ((X2[:, None, :] - X2[None, :, :]) ** 2).sum(-1)
+    ref = (w * ((X2[r_t] - X2[c_t]) ** 2).sum(1)).sum() + 3.0 * (wneg * torch.exp(-d2)).sum()
+    ref.backward()
+    assert float(ours) == pytest.approx(float(ref), rel=1e-12)
+    np.testing.assert_allclose(X1.grad.numpy(), X2.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_neuralee_trains_every_cell_and_maps_held_out_cells(synthetic_pcs):

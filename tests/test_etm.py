@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from sccourse import datasets, etm
-from sccourse._etm_kernels import gaussian_kl, mixture_loglik
 from scipy.optimize import linear_sum_assignment
 from scipy.special import softmax
+
+from sccourse import datasets, etm
+from sccourse._etm_kernels import gaussian_kl, mixture_loglik
 
 
 def planted_topics(n_cells=500, n_genes=150, n_topics=4, *, seed=0, concentration=0.2):

@@ -8,9 +8,10 @@ import pytest
 import scipy.sparse as sp
 import scipy.stats
 import torch
-from sccourse import manifold as m
 from scipy.sparse.csgraph import laplacian as csgraph_laplacian
 from scipy.sparse.linalg import eigsh
+
+from sccourse import manifold as m
 
 T_TYPES = ["Naive CD4 T", "Memory CD4 T", "CD8 T"]
 
@@ -412,6 +413,7 @@ def test_select_t_cells_on_synthetic_markers():
 def test_plots_return_figures(W):
     import anndata as ad
     import matplotlib
+
     from sccourse import plotting
 
     rng = np.random.default_rng(0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import sccourse.datasets as ds
 import scipy.sparse as sp
 import torch
-from sccourse import nmf as N
 from scipy import stats
 from scipy.special import gammaln
 from sklearn.decomposition import NMF
+
+import sccourse.datasets as ds
+from sccourse import nmf as N
 
 BETA = {"sse": "frobenius", "poisson": "kullback-leibler"}
 
@@ -277,6 +278,7 @@ def test_cpu_equals_cuda(counts, loss, sparse):
 
 def test_factor_plots(tmp_path):
     import matplotlib.figure
+
     from sccourse import plotting
 
     rng = np.random.default_rng(0)

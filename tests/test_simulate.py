@@ -11,6 +11,7 @@ import scipy.optimize
 import scipy.special as sps
 import scipy.stats as st
 import torch
+
 from sccourse.simulate import (
     NegBinRegressionSimulator,
     ZeroInflatedNegBinRegressionSimulator,
@@ -120,6 +121,35 @@ def test_zinb_logpmf_gradients_finite_far_apart():
 
 
 # ----------------------------------------------------------------------------- NB fit
+def test_nb_closed_form_derivatives_match_autograd_and_scipy():
+    """The Newton fit's closed-form NB derivatives in (η, ζ) against autograd, and its log-likelihood
+    against scipy, on counts from 0 to thousands and μ, r over many orders of magnitude."""
+    from sccourse._simulate_kernels import nb_derivatives
+
+    rng = np.random.default_rng(3)
+    n = 400
+    eta = torch.tensor(rng.uniform(-4, 8, n), dtype=torch.float64)
+    zeta = torch.tensor(rng.uniform(-3, 5, n), dtype=torch.float64)
+    y = torch.tensor(np.r_[np.zeros(100), rng.integers(1, 5, 100), rng.integers(5, 5000, 200)], dtype=torch.float64)
+    ll, first, second = nb_derivatives(y[:, None], eta[:, None], zeta[:, None])
+    mu, r = np.exp(eta.numpy()), np.exp(zeta.numpy())
+    ref_ll = st.nbinom.logpmf(y.numpy(), r, r / (r + mu))
+    np.testing.assert_allclose(ll[:, 0].numpy(), ref_ll, rtol=1e-10, atol=1e-9)
+
+    def f(e, z):
+        mu_, r_ = torch.exp(e), torch.exp(z)
+        return (torch.lgamma(y + r_) - torch.lgamma(r_) - torch.lgamma(y + 1) + r_ * torch.log(r_ / (r_ + mu_))
+                + y * torch.log(mu_ / (r_ + mu_)))
+
+    e, z = eta.clone().requires_grad_(True), zeta.clone().requires_grad_(True)
+    ge, gz = torch.autograd.grad(f(e, z).sum(), (e, z), create_graph=True)
+    hee, hez = torch.autograd.grad(ge.sum(), (e, z), retain_graph=True)
+    (hzz,) = torch.autograd.grad(gz.sum(), (z,))
+    for ours, ref in [(first[0], ge), (first[1], gz), (second[0][0], hee), (second[0][1], hez),
+                      (second[1][0], hez), (second[1][1], hzz)]:
+        np.testing.assert_allclose(ours[:, 0].numpy(), ref.detach().numpy(), rtol=1e-7, atol=1e-7)
+
+
 @pytest.fixture(scope="module")
 def nb_fit():
     adata, truth = _simulate(1000, 20, seed=3)
@@ -347,6 +377,7 @@ def test_cpu_equals_cuda():
 # ----------------------------------------------------------------------------- plots
 def test_plots(nb_fit):
     import matplotlib.figure
+
     from sccourse import plotting
 
     adata, truth, sim = nb_fit
@@ -437,6 +468,7 @@ def test_copula_bad_input():
 
 def test_gene_correlation_plot():
     import matplotlib.figure
+
     from sccourse import plotting
 
     adata = _copula_counts(500, 20.0, 5.0)

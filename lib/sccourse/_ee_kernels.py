@@ -268,11 +268,12 @@ class EEProblem:
         rows = rows_per_block(n, max_block_mb=self.max_block_mb, itemsize=X.element_size())
         for i0 in range(0, n, rows):
             i1 = min(n, i0 + rows)
-            d2 = (sqn[i0:i1, None] + sqn[None, :] - 2.0 * (X[i0:i1] @ X.T)).clamp_min_(0.0)
-            K = torch.exp_(d2.neg_()).mul_(self.Wneg.block(i0, i1, X.dtype, X.device))
-            del d2
-            e_neg += float(K.sum())
+            # −‖x_n − x_m‖² = 2 x_n·x_m − |x_n|² − |x_m|², built in one buffer with as few passes as possible
+            K = torch.addmm(sqn[None, :], X[i0:i1], X.T, beta=-1.0, alpha=2.0).sub_(sqn[i0:i1, None])
+            K = torch.exp_(K.clamp_max_(0.0)).mul_(self.Wneg.block(i0, i1, X.dtype, X.device))
+            ksum = K.sum(1)
+            e_neg += float(ksum.sum())
             if need_grad:
-                grad[i0:i1] -= (4.0 * self.lam) * (K.sum(1)[:, None] * X[i0:i1] - K @ X)
+                grad[i0:i1] -= (4.0 * self.lam) * (ksum[:, None] * X[i0:i1] - K @ X)
             del K
         return e_pos + self.lam * e_neg, grad

@@ -27,6 +27,25 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
     return F.softplus(x, beta=1.0, threshold=40.0)
 
 
+def _at_positive(y: torch.Tensor, fn, *args: torch.Tensor) -> torch.Tensor:
+    """``fn(y, *args)`` where ``y > 0`` and 0 where ``y = 0`` (``fn`` must vanish at y = 0).
+
+    The special functions of the NB pmf cost tens of nanoseconds per entry, and count matrices are
+    mostly zeros: evaluating them only at the positive counts is what keeps the fits fast. Twice
+    differentiable (``masked_select`` / ``masked_scatter``).
+    """
+    pos = y > 0
+    if bool(pos.all()):
+        return fn(y, *args)
+    vals = fn(y[pos], *(a.expand_as(y)[pos] for a in args))
+    return torch.zeros(y.shape, dtype=vals.dtype, device=vals.device).masked_scatter(pos, vals)
+
+
+def _lgamma_ratio(y, r):
+    """``log Γ(y + r) − log Γ(r) − log Γ(y + 1)``: zero at y = 0."""
+    return torch.lgamma(y + r) - torch.lgamma(r) - torch.lgamma(y + 1.0)
+
+
 def nb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
     """log NB(y | μ = e^{log_mu}, r = e^{log_r}), elementwise and stable.
 
@@ -39,7 +58,35 @@ def nb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor
     term_r = -r * _softplus(diff)
     term_y = -y * _softplus(-diff)
     term_y = torch.where(y == 0, torch.zeros_like(term_y), term_y)
-    return torch.lgamma(y + r) - torch.lgamma(r) - torch.lgamma(y + 1.0) + term_r + term_y
+    return _at_positive(y, _lgamma_ratio, r) + term_r + term_y
+
+
+def _digamma_diff(y, r):
+    return torch.digamma(y + r) - torch.digamma(r)
+
+
+def _trigamma_diff(y, r):
+    return torch.polygamma(1, y + r) - torch.polygamma(1, r)
+
+
+def nb_derivatives(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor):
+    """NB log-likelihood with its first and second derivatives in (η = log μ, ζ = log r), in closed form.
+
+    With ``s = μ/(μ+r)``: ``∂η = (1−s)y − rs``, ``∂ζ = r[ψ(y+r) − ψ(r) − softplus(η−ζ) + s] − (1−s)y``,
+    ``∂ηη = −(y+r)s(1−s)``, ``∂ηζ = s·∂η``, ``∂ζζ = ∂ζ + r²[ψ′(y+r) − ψ′(r)] + rs² + (1−s)²y``.
+    Returns ``(loglik, [∂η, ∂ζ], [[∂ηη, ∂ηζ], [∂ηζ, ∂ζζ]])``, each ``n × genes``.
+    """
+    r = torch.exp(log_r)
+    diff = log_mu - log_r
+    s = torch.sigmoid(diff)
+    sp_diff = _softplus(diff)
+    ll = nb_loglik_natural(y, log_mu, log_r)
+    d_eta = (1.0 - s) * y - r * s
+    d_zeta = r * (_at_positive(y, _digamma_diff, r) - sp_diff + s) - (1.0 - s) * y
+    h_ee = -(y + r) * s * (1.0 - s)
+    h_ez = s * d_eta
+    h_zz = d_zeta + r * r * _at_positive(y, _trigamma_diff, r) + r * s * s + (1.0 - s) ** 2 * y
+    return ll, [d_eta, d_zeta], [[h_ee, h_ez], [h_ez, h_zz]]
 
 
 def zinb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor,
@@ -98,24 +145,33 @@ def _objective(loglik_fn, Y, theta, designs, slices) -> torch.Tensor:
         return -loglik_fn(Y, *_natural(theta, designs, slices)).sum(0)
 
 
-def _derivatives(loglik_fn, Y, theta, designs, slices):
-    """Negative log-likelihood per gene, its gradient (genes × P) and Hessian (genes × P × P)."""
-    etas = [e.detach().requires_grad_(True) for e in _natural(theta, designs, slices)]
-    with torch.enable_grad():
-        ll = loglik_fn(Y, *etas)
-        first = torch.autograd.grad(ll.sum(), etas, create_graph=True)
-        K = len(etas)
-        second = [[None] * K for _ in range(K)]
-        for k in range(K):
-            row = torch.autograd.grad(first[k].sum(), etas[k:], retain_graph=True, allow_unused=True)
-            for j, h in enumerate(row, start=k):
-                h = torch.zeros_like(etas[j]) if h is None else h.detach()
-                second[k][j] = second[j][k] = h
+def _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn=None):
+    """Negative log-likelihood per gene, its gradient (genes × P) and Hessian (genes × P × P).
+
+    The derivatives in the natural parameters come from ``derivs_fn`` (closed form) when given,
+    otherwise from autograd on ``loglik_fn``.
+    """
+    etas = _natural(theta, designs, slices)
+    K = len(etas)
+    if derivs_fn is not None:
+        ll, first, second = derivs_fn(Y, *etas)
+    else:
+        etas = [e.detach().requires_grad_(True) for e in etas]
+        with torch.enable_grad():
+            ll = loglik_fn(Y, *etas)
+            first = torch.autograd.grad(ll.sum(), etas, create_graph=True)
+            second = [[None] * K for _ in range(K)]
+            for k in range(K):
+                row = torch.autograd.grad(first[k].sum(), etas[k:], retain_graph=True, allow_unused=True)
+                for j, h in enumerate(row, start=k):
+                    h = torch.zeros_like(etas[j]) if h is None else h.detach()
+                    second[k][j] = second[j][k] = h
+        first = [f.detach() for f in first]
     G, P = theta.shape
     grad = torch.empty(G, P, dtype=theta.dtype, device=theta.device)
     hess = torch.empty(G, P, P, dtype=theta.dtype, device=theta.device)
     for k in range(K):
-        grad[:, slices[k]] = -(designs[k].T @ first[k].detach()).T
+        grad[:, slices[k]] = -(designs[k].T @ first[k]).T
         for j in range(k, K):
             # Σ_n X_k[n, a] h[n, g] X_j[n, b]  ->  genes × a × b, as a broadcast batched matmul
             weighted = second[k][j].T[:, :, None] * designs[k][None]  # genes × n × a
@@ -127,13 +183,17 @@ def _derivatives(loglik_fn, Y, theta, designs, slices):
 
 
 def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta0: torch.Tensor, *,
-                  max_iter: int = 100, tol: float = 1e-10, progress: bool = False) -> NewtonResult:
+                  max_iter: int = 100, tol: float = 1e-10, progress: bool = False,
+                  derivs_fn=None) -> NewtonResult:
     """Minimise ``−Σ_n loglik_fn(Y, X_1θ_1, X_2θ_2, ...)`` for every gene (column of ``Y``) at once.
 
     Saddle-free, Levenberg–Marquardt-damped Newton: with ``H = V diag(w) Vᵀ`` the step is
     ``Δ = −V diag(1/(|w| + λ·mean|w|)) Vᵀ ∇``; it is kept for a gene only where it lowers that gene's
     objective (then λ ÷ 10), otherwise λ × 10. A gene has converged when a kept, nearly undamped
     (λ ≤ 0.01) step at a positive-definite Hessian has Newton decrement ``−∇·Δ < tol · (1 + |f|)``.
+    Each iteration works on the genes still active only. ``derivs_fn(Y, *etas)`` may supply the
+    log-likelihood and its derivatives in the natural parameters in closed form (see
+    :func:`nb_derivatives`); otherwise autograd differentiates ``loglik_fn`` twice.
     """
     from tqdm.auto import tqdm
 
@@ -147,41 +207,52 @@ def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta
     active = torch.ones(G, dtype=torch.bool, device=dev)
     converged = torch.zeros(G, dtype=torch.bool, device=dev)
     n_iter = torch.zeros(G, dtype=torch.long, device=dev)
-    fval = _objective(loglik_fn, Y, theta, designs, slices)
+    eye = torch.eye(P, dtype=theta.dtype, device=dev)
     bar = tqdm(total=max_iter, disable=not progress, desc="Newton")
     for _ in range(max_iter):
-        fval, grad, hess = _derivatives(loglik_fn, Y, theta, designs, slices)
+        idx = torch.nonzero(active).squeeze(1)
+        subset = idx.numel() < G
+        Ya = Y[:, idx] if subset else Y
+        th = theta[idx] if subset else theta
+        lam_a = lam[idx] if subset else lam
+        fval, grad, hess = _derivatives(loglik_fn, Ya, th, designs, slices, derivs_fn)
         # saddle-free damped Newton: H = V diag(w) Vᵀ, step = −V diag(1 / (|w| + λ·mean|w|)) Vᵀ ∇,
         # which is Newton's step where H is positive definite and still a descent step where it is not
         hess = 0.5 * (hess + hess.transpose(1, 2))
         broken = ~(torch.isfinite(hess).all(2).all(1) & torch.isfinite(grad).all(1))
         if bool(broken.any()):  # derivatives overflowed for these genes: fall back to a scaled gradient step
-            hess = torch.where(broken[:, None, None], torch.eye(P, dtype=hess.dtype, device=dev), hess)
+            hess = torch.where(broken[:, None, None], eye, hess)
             grad = torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
             hess = torch.where(torch.isfinite(hess), hess, torch.zeros_like(hess))
         w, V = torch.linalg.eigh(hess)
         wabs = w.abs()
         floor = 1e-10 * wabs.amax(1, keepdim=True) + 1e-300
-        denom = torch.clamp(wabs, min=floor) + lam[:, None] * wabs.mean(1, keepdim=True)
+        denom = torch.clamp(wabs, min=floor) + lam_a[:, None] * wabs.mean(1, keepdim=True)
         step = -(V @ ((V.transpose(1, 2) @ grad.unsqueeze(-1)) / denom.unsqueeze(-1))).squeeze(-1)
         step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
-        f_new = _objective(loglik_fn, Y, theta + step, designs, slices)
-        accept = active & torch.isfinite(f_new) & (f_new <= fval + 1e-12 * fval.abs())
-        theta = torch.where(accept[:, None], theta + step, theta)
-        n_iter = n_iter + active.long()
+        f_new = _objective(loglik_fn, Ya, th + step, designs, slices)
+        accept = torch.isfinite(f_new) & (f_new <= fval + 1e-12 * fval.abs())
+        th = torch.where(accept[:, None], th + step, th)
         decrement = -(grad * step).sum(1)
         # a tiny decrement means convergence only for a (nearly) undamped Newton step
-        done = accept & (lam <= 1e-2) & (w[:, 0] > 0) & (decrement < tol * (1.0 + fval.abs()))
-        stuck = active & ~accept & (lam > 1e12)
-        lam = torch.where(accept, torch.clamp(lam / 10.0, min=1e-12), lam * 10.0)
+        done = accept & (lam_a <= 1e-2) & (w[:, 0] > 0) & (decrement < tol * (1.0 + fval.abs()))
+        stuck = ~accept & (lam_a > 1e12)
+        lam_a = torch.where(accept, torch.clamp(lam_a / 10.0, min=1e-12), lam_a * 10.0)
         # a gene whose objective cannot be lowered any further within rounding, at a tiny gradient, is done
         settled = stuck & (grad.abs().amax(1) < 1e-6 * (1.0 + fval.abs()))
-        converged = converged | done | settled
-        active = active & ~done & ~stuck
+        if subset:
+            theta[idx], lam[idx] = th, lam_a
+            converged[idx] |= done | settled
+            active[idx] = ~done & ~stuck
+        else:
+            theta, lam = th, lam_a
+            converged |= done | settled
+            active = ~done & ~stuck
+        n_iter[idx] += 1
         bar.update(1)
         if not bool(active.any()):
             break
     bar.close()
-    fval, grad, _ = _derivatives(loglik_fn, Y, theta, designs, slices)
+    fval, grad, _ = _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn)
     return NewtonResult(theta=theta, loglik=-fval, converged=converged, n_iter=n_iter,
                         grad_norm=grad.abs().amax(1))

@@ -21,8 +21,8 @@ import scipy.sparse as sp
 import torch
 
 from . import _ee_kernels as K
-from ._ee_data import prepare_pcs
 from ._device import get_device
+from ._ee_data import prepare_pcs
 
 __all__ = [
     "ElasticEmbedding",
@@ -544,10 +544,35 @@ def batch_ee_loss(Xb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, w: t
     ``λ Σ_nm wneg_nm exp(−‖x_n − x_m‖²)`` over all pairs of the batch (``wneg`` is b × b).
     """
     att = (w * ((Xb[rows] - Xb[cols]) ** 2).sum(1)).sum()
-    sq = (Xb * Xb).sum(1)
-    d2 = (sq[:, None] + sq[None, :] - 2.0 * (Xb @ Xb.T)).clamp_min(0.0)
-    rep = (wneg * torch.exp(-d2)).sum()
-    return att + lam * rep
+    return att + lam * _Repulsion.apply(Xb, wneg)
+
+
+class _Repulsion(torch.autograd.Function):
+    """``Σ_nm w⁻_nm exp(−‖x_n − x_m‖²)`` for a symmetric ``w⁻``, with its gradient
+    ``−4 (diag(K1) − K) X`` (``K = w⁻ ∘ exp(−D²)``) computed in the same blocked pass, so neither the
+    forward nor the backward pass keeps a b × b intermediate alive."""
+
+    @staticmethod
+    def forward(ctx, X, wneg):
+        Xd = X.detach()
+        sq = (Xd * Xd).sum(1)
+        grad = torch.empty_like(Xd)
+        total = torch.zeros((), dtype=torch.float64, device=X.device)
+        rows = K.rows_per_block(X.shape[0], max_block_mb=K.DEFAULT_BLOCK_MB, itemsize=X.element_size())
+        for i0 in range(0, X.shape[0], rows):
+            i1 = min(X.shape[0], i0 + rows)
+            Kb = torch.addmm(sq[None, :], Xd[i0:i1], Xd.T, beta=-1.0, alpha=2.0).sub_(sq[i0:i1, None])
+            Kb = torch.exp_(Kb.clamp_max_(0.0)).mul_(wneg[i0:i1])
+            ksum = Kb.sum(1)
+            total += ksum.sum(dtype=torch.float64)
+            grad[i0:i1] = -4.0 * (ksum[:, None] * Xd[i0:i1] - Kb @ Xd)
+        ctx.save_for_backward(grad)
+        return total.to(X.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None
 
 
 class NeuralEE:
@@ -650,12 +675,15 @@ class NeuralEE:
         pos = np.full(n, -1, dtype=np.int64)
         rows_out = []
         t0 = time.perf_counter()
+        full_wneg = None  # the full-batch w⁻ (b = N), formed once
         bar = tqdm(range(1, self.epochs + 1), disable=not self.progress, desc="NeuralEE")
         for epoch in bar:
             batches = epoch_batches(n, b, rng)
             total, seen = 0.0, 0
             for B in batches:
                 nb = B.size
+                if nb == n:  # full batch: the loss does not depend on the order, keep the cached w⁻
+                    B = np.arange(n)
                 coverage[B] += 1
                 Bt = torch.as_tensor(B, device=dev)
                 if self.attraction == "global":
@@ -667,7 +695,12 @@ class NeuralEE:
                     c, w = cols[keep], sub.data[keep]
                     pos[B] = -1
                     scale = (n * (n - 1.0)) / (nb * (nb - 1.0))
-                    wneg_b = wneg.sub(Bt, torch.float32)
+                    if nb < n:
+                        wneg_b = wneg.sub(Bt, torch.float32)
+                    else:
+                        if full_wneg is None:
+                            full_wneg = wneg.sub(Bt, torch.float32)
+                        wneg_b = full_wneg
                 else:
                     Wb = entropic_affinities(Yn[B], perplexity, n_neighbors=None, method=self.affinity,
                                              use_rep=None, device=dev, seed=self.seed).tocoo()

@@ -389,10 +389,12 @@ def to_torch_sparse(M, *, device="auto", dtype: torch.dtype = torch.float32, lay
         idx = torch.from_numpy(np.vstack([C.row, C.col]).astype(np.int64))
         val = torch.from_numpy(C.data).to(dtype)
         return torch.sparse_coo_tensor(idx, val, size=C.shape, check_invariants=False).coalesce().to(dev)
+    # 32-bit CSR indices when they fit: torch's CSR x dense product (MKL, cuSPARSE) is markedly faster with them
+    itype = np.int32 if max(M.nnz, *M.shape) < 2**31 - 1 else np.int64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         T = torch.sparse_csr_tensor(
-            torch.from_numpy(M.indptr.astype(np.int64)), torch.from_numpy(M.indices.astype(np.int64)),
+            torch.from_numpy(M.indptr.astype(itype)), torch.from_numpy(M.indices.astype(itype)),
             torch.from_numpy(M.data).to(dtype), size=M.shape, check_invariants=False,
         )
     return T.to(dev)

@@ -30,7 +30,13 @@ import scipy.sparse as sp
 import torch
 
 from ._device import get_device
-from ._simulate_kernels import cpu_threads, damped_newton, nb_loglik_natural, zinb_loglik_natural
+from ._simulate_kernels import (
+    cpu_threads,
+    damped_newton,
+    nb_derivatives,
+    nb_loglik_natural,
+    zinb_loglik_natural,
+)
 
 __all__ = [
     "NegBinRegressionSimulator",
@@ -291,6 +297,9 @@ class NegBinRegressionSimulator:
     def _loglik_fn(self):
         return nb_loglik_natural
 
+    def _derivs_fn(self):
+        return nb_derivatives
+
     # ---------------------------------------------------------------- fit
     def fit(self, adata: ad.AnnData, formula, *, layer: str | None = None, device="auto", seed: int = 0,
             max_iter: int = 100, tol: float = 1e-10, progress: bool = False):
@@ -359,7 +368,7 @@ class NegBinRegressionSimulator:
         with cpu_threads(dev, Y.size):
             theta0 = self._initial(Yt, Xs)
             res = damped_newton(self._loglik_fn(), Yt, Xs, theta0, max_iter=int(max_iter), tol=float(tol),
-                                progress=progress)
+                                progress=progress, derivs_fn=self._derivs_fn())
 
         theta = res.theta.cpu().numpy()
         genes = pd.Index(adata.var_names.astype(str))
@@ -601,3 +610,6 @@ class ZeroInflatedNegBinRegressionSimulator(NegBinRegressionSimulator):
 
     def _loglik_fn(self):
         return zinb_loglik_natural
+
+    def _derivs_fn(self):
+        return None  # autograd
