@@ -111,7 +111,7 @@ def zinb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tens
 
 
 @contextlib.contextmanager
-def cpu_threads(device: torch.device, n_elements: int, *, small: int = 4_000_000):
+def cpu_threads(device: torch.device, n_elements: int, *, small: int = 100_000):
     """Run small CPU problems on one intra-op thread (thread start-up dominates there); restore after."""
     if device.type != "cpu" or n_elements > small:
         yield
