@@ -88,6 +88,24 @@ def test_nb_logpmf_matches_scipy_including_large_counts():
     assert ours.dtype == np.float64
 
 
+def test_nb_and_zinb_logpmf_broadcast_every_way():
+    """Counts of a smaller shape than the parameters (and the reverse) broadcast like numpy."""
+    y = np.array([0, 1, 10, 400, 2500], dtype=float)[:, None, None]
+    mu = np.array([0.05, 3.0, 300.0])[None, :, None]
+    r = np.array([1e-3, 0.5, 10.0, 1e4])[None, None, :]
+    ref = st.nbinom.logpmf(y, r, r / (r + mu))
+    np.testing.assert_allclose(nb_logpmf(y, mu, r), ref, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(nb_logpmf(np.array([3.0]), np.full((2, 3), 2.0), 5.0),
+                               np.full((2, 3), st.nbinom.logpmf(3, 5.0, 5.0 / 7.0)), rtol=1e-10)
+    pi_logit = np.array([-60.0, 0.3])[None, None, None, :]  # π ≈ 1e-26: the NB itself
+    z = zinb_logpmf(y[..., None], mu[..., None], r[..., None], pi_logit)
+    assert z.shape == (5, 3, 4, 2)
+    log_pi, log_1m = sps.log_expit(pi_logit), sps.log_expit(-pi_logit)
+    nb = ref[..., None]
+    ref_z = np.where(y[..., None] == 0, np.logaddexp(log_pi, log_1m + nb), log_1m + nb)
+    np.testing.assert_allclose(z, ref_z, rtol=1e-7, atol=1e-8)
+
+
 def test_nb_logpmf_keeps_tensor_dtype_and_mu_zero():
     y = torch.tensor([0.0, 2.0], dtype=torch.float32)
     out = nb_logpmf(y, torch.tensor([0.0, 0.0]), torch.tensor([2.0, 2.0]))

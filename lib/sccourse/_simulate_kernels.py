@@ -34,20 +34,33 @@ def _at_positive(y: torch.Tensor, fn, *args: torch.Tensor) -> torch.Tensor:
     mostly zeros: evaluating them only at the positive counts is what keeps the fits fast. Twice
     differentiable (``masked_select`` / ``masked_scatter``).
     """
+    shape = torch.broadcast_shapes(y.shape, *(a.shape for a in args))
+    y = y.expand(shape)
     pos = y > 0
     if bool(pos.all()):
         return fn(y, *args)
-    vals = fn(y[pos], *(a.expand_as(y)[pos] for a in args))
-    return torch.zeros(y.shape, dtype=vals.dtype, device=vals.device).masked_scatter(pos, vals)
+    vals = fn(y[pos], *(a.expand(shape)[pos] for a in args))
+    return torch.zeros(shape, dtype=vals.dtype, device=vals.device).masked_scatter(pos, vals)
 
 
 def _lgamma_ratio(y, r):
-    """``log Γ(y + r) − log Γ(r) − log Γ(y + 1)``: zero at y = 0."""
-    return torch.lgamma(y + r) - torch.lgamma(r) - torch.lgamma(y + 1.0)
+    """``log Γ(y + r) − log Γ(r)``: zero at y = 0."""
+    return torch.lgamma(y + r) - torch.lgamma(r)
 
 
-def nb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor) -> torch.Tensor:
-    """log NB(y | μ = e^{log_mu}, r = e^{log_r}), elementwise and stable.
+def _lgamma_y1(y):
+    return torch.lgamma(y + 1.0)
+
+
+def log_factorial(y: torch.Tensor) -> torch.Tensor:
+    """``log y!`` elementwise (zero at y = 0 and 1)."""
+    return _at_positive(y, _lgamma_y1)
+
+
+def nb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor, *,
+                      constant: bool = True) -> torch.Tensor:
+    """log NB(y | μ = e^{log_mu}, r = e^{log_r}), elementwise and stable (without ``−log y!`` when not
+    ``constant``: the fits leave that parameter-free term out of their iterations).
 
     ``log Γ(y+r) − log Γ(r) − log Γ(y+1) − r·softplus(log μ − log r) − y·softplus(log r − log μ)``,
     using ``log(r/(r+μ)) = −softplus(log μ − log r)`` and ``log(μ/(r+μ)) = −softplus(log r − log μ)``.
@@ -58,7 +71,8 @@ def nb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor
     term_r = -r * _softplus(diff)
     term_y = -y * _softplus(-diff)
     term_y = torch.where(y == 0, torch.zeros_like(term_y), term_y)
-    return _at_positive(y, _lgamma_ratio, r) + term_r + term_y
+    out = _at_positive(y, _lgamma_ratio, r) + term_r + term_y
+    return out - log_factorial(y) if constant else out
 
 
 def _digamma_diff(y, r):
@@ -69,7 +83,7 @@ def _trigamma_diff(y, r):
     return torch.polygamma(1, y + r) - torch.polygamma(1, r)
 
 
-def nb_derivatives(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor):
+def nb_derivatives(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor, *, constant: bool = True):
     """NB log-likelihood with its first and second derivatives in (η = log μ, ζ = log r), in closed form.
 
     With ``s = μ/(μ+r)``: ``∂η = (1−s)y − rs``, ``∂ζ = r[ψ(y+r) − ψ(r) − softplus(η−ζ) + s] − (1−s)y``,
@@ -80,7 +94,7 @@ def nb_derivatives(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor):
     diff = log_mu - log_r
     s = torch.sigmoid(diff)
     sp_diff = _softplus(diff)
-    ll = nb_loglik_natural(y, log_mu, log_r)
+    ll = nb_loglik_natural(y, log_mu, log_r, constant=constant)
     d_eta = (1.0 - s) * y - r * s
     d_zeta = r * (_at_positive(y, _digamma_diff, r) - sp_diff + s) - (1.0 - s) * y
     h_ee = -(y + r) * s * (1.0 - s)
@@ -90,13 +104,13 @@ def nb_derivatives(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor):
 
 
 def zinb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor,
-                        logit_pi: torch.Tensor) -> torch.Tensor:
+                        logit_pi: torch.Tensor, *, constant: bool = True) -> torch.Tensor:
     """log ZINB(y | μ, r, π = sigmoid(logit_pi)), elementwise and stable.
 
     y > 0: ``log(1−π) + log NB(y)``; y = 0: ``logaddexp(log π, log(1−π) + log NB(0))``, with
     ``log π = −softplus(−ω)`` and ``log(1−π) = −softplus(ω)``.
     """
-    log_nb = nb_loglik_natural(y, log_mu, log_r)
+    log_nb = nb_loglik_natural(y, log_mu, log_r, constant=constant)
     log_1m_pi = -_softplus(logit_pi)
     log_pi = -_softplus(-logit_pi)
     positive = log_1m_pi + log_nb
@@ -142,7 +156,7 @@ def _natural(theta: torch.Tensor, designs: list[torch.Tensor], slices: list[slic
 
 def _objective(loglik_fn, Y, theta, designs, slices) -> torch.Tensor:
     with torch.no_grad():
-        return -loglik_fn(Y, *_natural(theta, designs, slices)).sum(0)
+        return -loglik_fn(Y, *_natural(theta, designs, slices), constant=False).sum(0)
 
 
 def _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn=None):
@@ -154,11 +168,11 @@ def _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn=None):
     etas = _natural(theta, designs, slices)
     K = len(etas)
     if derivs_fn is not None:
-        ll, first, second = derivs_fn(Y, *etas)
+        ll, first, second = derivs_fn(Y, *etas, constant=False)
     else:
         etas = [e.detach().requires_grad_(True) for e in etas]
         with torch.enable_grad():
-            ll = loglik_fn(Y, *etas)
+            ll = loglik_fn(Y, *etas, constant=False)
             first = torch.autograd.grad(ll.sum(), etas, create_graph=True)
             second = [[None] * K for _ in range(K)]
             for k in range(K):
@@ -254,5 +268,6 @@ def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta
             break
     bar.close()
     fval, grad, _ = _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn)
-    return NewtonResult(theta=theta, loglik=-fval, converged=converged, n_iter=n_iter,
+    # the iterations leave out the parameter-free Σ log y!; the reported log-likelihood includes it
+    return NewtonResult(theta=theta, loglik=-fval - log_factorial(Y).sum(0), converged=converged, n_iter=n_iter,
                         grad_norm=grad.abs().amax(1))
