@@ -268,12 +268,21 @@ class EEProblem:
         rows = rows_per_block(n, max_block_mb=self.max_block_mb, itemsize=X.element_size())
         for i0 in range(0, n, rows):
             i1 = min(n, i0 + rows)
-            # −‖x_n − x_m‖² = 2 x_n·x_m − |x_n|² − |x_m|², built in one buffer with as few passes as possible
-            K = torch.addmm(sqn[None, :], X[i0:i1], X.T, beta=-1.0, alpha=2.0).sub_(sqn[i0:i1, None])
-            K = torch.exp_(K.clamp_max_(0.0)).mul_(self.Wneg.block(i0, i1, X.dtype, X.device))
-            ksum = K.sum(1)
+            ksum, gblock = repulsion_block(X, sqn, i0, i1, self.Wneg.block(i0, i1, X.dtype, X.device),
+                                           need_grad=need_grad)
             e_neg += float(ksum.sum())
             if need_grad:
-                grad[i0:i1] -= (4.0 * self.lam) * (ksum[:, None] * X[i0:i1] - K @ X)
-            del K
+                grad[i0:i1] += self.lam * gblock
         return e_pos + self.lam * e_neg, grad
+
+
+def repulsion_block(X: torch.Tensor, sqn: torch.Tensor, i0: int, i1: int, wneg_rows: torch.Tensor, *,
+                    need_grad: bool = True):
+    """Rows ``i0:i1`` of the repulsive term ``K = w⁻ ∘ exp(−D²)``: their row sums, and (if asked) their part of
+    the gradient of ``Σ_nm K_nm``, ``−4 (diag(K1) − K) X`` (``w⁻`` symmetric; ``sqn`` = squared row norms)."""
+    # −‖x_n − x_m‖² = 2 x_n·x_m − |x_n|² − |x_m|², built in one buffer with as few passes as possible
+    K = torch.addmm(sqn[None, :], X[i0:i1], X.T, beta=-1.0, alpha=2.0).sub_(sqn[i0:i1, None])
+    K = torch.exp_(K.clamp_max_(0.0)).mul_(wneg_rows)
+    ksum = K.sum(1)
+    grad = -4.0 * (ksum[:, None] * X[i0:i1] - K @ X) if need_grad else None
+    return ksum, grad

@@ -561,11 +561,8 @@ class _Repulsion(torch.autograd.Function):
         rows = K.rows_per_block(X.shape[0], max_block_mb=K.DEFAULT_BLOCK_MB, itemsize=X.element_size())
         for i0 in range(0, X.shape[0], rows):
             i1 = min(X.shape[0], i0 + rows)
-            Kb = torch.addmm(sq[None, :], Xd[i0:i1], Xd.T, beta=-1.0, alpha=2.0).sub_(sq[i0:i1, None])
-            Kb = torch.exp_(Kb.clamp_max_(0.0)).mul_(wneg[i0:i1])
-            ksum = Kb.sum(1)
+            ksum, grad[i0:i1] = K.repulsion_block(Xd, sq, i0, i1, wneg[i0:i1])
             total += ksum.sum(dtype=torch.float64)
-            grad[i0:i1] = -4.0 * (ksum[:, None] * Xd[i0:i1] - Kb @ Xd)
         ctx.save_for_backward(grad)
         return total.to(X.dtype)
 
