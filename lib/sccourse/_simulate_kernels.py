@@ -225,10 +225,7 @@ def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta
     bar = tqdm(total=max_iter, disable=not progress, desc="Newton")
     for _ in range(max_iter):
         idx = torch.nonzero(active).squeeze(1)
-        subset = idx.numel() < G
-        Ya = Y[:, idx] if subset else Y
-        th = theta[idx] if subset else theta
-        lam_a = lam[idx] if subset else lam
+        Ya, th, lam_a = Y[:, idx], theta[idx], lam[idx]
         fval, grad, hess = _derivatives(loglik_fn, Ya, th, designs, slices, derivs_fn)
         # saddle-free damped Newton: H = V diag(w) Vᵀ, step = −V diag(1 / (|w| + λ·mean|w|)) Vᵀ ∇,
         # which is Newton's step where H is positive definite and still a descent step where it is not
@@ -254,14 +251,9 @@ def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta
         lam_a = torch.where(accept, torch.clamp(lam_a / 10.0, min=1e-12), lam_a * 10.0)
         # a gene whose objective cannot be lowered any further within rounding, at a tiny gradient, is done
         settled = stuck & (grad.abs().amax(1) < 1e-6 * (1.0 + fval.abs()))
-        if subset:
-            theta[idx], lam[idx] = th, lam_a
-            converged[idx] |= done | settled
-            active[idx] = ~done & ~stuck
-        else:
-            theta, lam = th, lam_a
-            converged |= done | settled
-            active = ~done & ~stuck
+        theta[idx], lam[idx] = th, lam_a
+        converged[idx] |= done | settled
+        active[idx] = ~done & ~stuck
         n_iter[idx] += 1
         bar.update(1)
         if not bool(active.any()):
