@@ -1,4 +1,4 @@
-"""python -m benchmarks TOPIC [TOPIC ...] [--quick] [--list]
+"""python -m benchmarks TOPIC [TOPIC ...] [--quick] [--list] [--case TEXT]
 
 Runs ``benchmarks/bench_<TOPIC>.py``'s cases and records them in benchmarks/RESULTS.md and
 benchmarks/results/<TOPIC>.json.
@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small inputs, to check the benchmark itself runs")
     p.add_argument("--list", action="store_true")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    p.add_argument("--case", default=None, help="run only the cases whose name contains this text")
     args = p.parse_args(argv)
     if args.list or not args.topics:
         print("topics:", " ".join(topics()))
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
         mod = importlib.import_module(f"benchmarks.bench_{topic}")
         rows = []
         for case in mod.cases(quick=args.quick):
+            if args.case is not None and args.case not in case.name:
+                continue
             print(f"[{topic}] {case.name} ...", flush=True)
             row = run_case(case)
             rows.append(row)

@@ -83,8 +83,12 @@ def write(topic: str, rows: list[dict]) -> None:
     (HERE / "results").mkdir(exist_ok=True)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     mach = machine()
-    payload = {"topic": topic, "date": stamp, "machine": mach, "rows": rows}
-    (HERE / "results" / f"{topic}.json").write_text(json.dumps(payload, indent=2, default=str))
+    out = HERE / "results" / f"{topic}.json"
+    # rows of cases not run this time (``--case``) are kept from the previous file
+    kept = [r for r in (json.loads(out.read_text()).get("rows", []) if out.exists() else [])
+            if r.get("case") not in {n["case"] for n in rows}]
+    payload = {"topic": topic, "date": stamp, "machine": mach, "rows": kept + rows}
+    out.write_text(json.dumps(payload, indent=2, default=str))
     md = HERE / "RESULTS.md"
     lines = md.read_text().splitlines() if md.exists() else []
     if not lines:

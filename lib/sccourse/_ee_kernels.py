@@ -183,19 +183,19 @@ class RepulsiveWeights:
             out.dense = self.dense.to(device=device, dtype=dtype)
         return out
 
-    def block(self, i0: int, i1: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """Rows ``i0:i1`` of w⁻ as a dense (i1 − i0) × N tensor."""
+    def tile(self, i0: int, i1: int, j0: int, j1: int, dtype: torch.dtype, device: torch.device):
+        """Block ``[i0:i1, j0:j1]`` of w⁻ as a dense tensor; for uniform weights the number 1/N² (the caller
+        leaves the diagonal out)."""
         n = self.n
         if self.kind == "dense":
-            return self.dense[i0:i1].to(device=device, dtype=dtype)
+            return self.dense[i0:i1, j0:j1].to(device=device, dtype=dtype)
         if self.kind == "uniform":
-            w = torch.full((i1 - i0, n), 1.0 / (n * n), dtype=dtype, device=device)
-        else:
-            Yb = self._Y64[i0:i1]
-            d2 = (self._sq[i0:i1, None] + self._sq[None, :] - 2.0 * (Yb @ self._Y64.T)).clamp_min(0.0)
-            w = (d2 / self.scale).to(dtype)
-        ar = torch.arange(i1 - i0, device=device)
-        w[ar, ar + i0] = 0.0
+            return 1.0 / (n * n)
+        Yi, Yj = self._Y64[i0:i1], self._Y64[j0:j1]
+        d2 = (self._sq[i0:i1, None] + self._sq[None, j0:j1] - 2.0 * (Yi @ Yj.T)).clamp_min(0.0)
+        w = (d2 / self.scale).to(dtype)
+        if i0 == j0:
+            w.fill_diagonal_(0.0)
         return w
 
     def sub(self, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -221,7 +221,9 @@ class EEProblem:
 
     E(X) = Σ_nm w⁺_nm ‖x_n − x_m‖² + λ Σ_nm w⁻_nm exp(−‖x_n − x_m‖²);
     ∇E = 4 (L⁺ − λ L̃⁻) X with L = D − W and w̃⁻ = w⁻ exp(−‖x_n − x_m‖²).
-    The repulsive term is summed over row blocks so no N × N array beyond ``max_block_mb`` is formed.
+    The repulsive term is summed over square tiles (:func:`repulsion`) so no N × N array beyond ``max_block_mb``
+    is formed, in ``dtype`` with float64 sums. The attractive term is always taken in float64: written as
+    ``2 (Σ d_n |x_n|² − Σ x_n·(W⁺X)_n)`` it cancels, and float32 would lose digits to it.
     """
 
     def __init__(self, Wpos, Wneg: RepulsiveWeights, lam: float, *, device: torch.device,
@@ -230,16 +232,16 @@ class EEProblem:
         self.lam, self.device, self.dtype, self.max_block_mb = float(lam), device, dtype, float(max_block_mb)
         if sp.issparse(Wpos):
             W = sp.csr_matrix(Wpos, dtype=np.float64)
-            self.deg = torch.as_tensor(np.asarray(W.sum(1)).ravel(), dtype=dtype, device=device)
+            self.deg = torch.as_tensor(np.asarray(W.sum(1)).ravel(), dtype=torch.float64, device=device)
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 self.Wpos = torch.sparse_csr_tensor(
                     torch.as_tensor(W.indptr, dtype=torch.int64), torch.as_tensor(W.indices, dtype=torch.int64),
-                    torch.as_tensor(W.data, dtype=dtype), size=W.shape, check_invariants=False).to(device)
+                    torch.as_tensor(W.data, dtype=torch.float64), size=W.shape, check_invariants=False).to(device)
             self.sparse = True
         else:
             Wd = torch.as_tensor(np.asarray(Wpos) if not isinstance(Wpos, torch.Tensor) else Wpos)
-            self.Wpos = Wd.to(device=device, dtype=dtype)
+            self.Wpos = Wd.to(device=device, dtype=torch.float64)
             self.deg = self.Wpos.sum(1)
             self.sparse = False
         self.Wneg = Wneg.to(device, dtype)
@@ -259,30 +261,70 @@ class EEProblem:
 
     def value_and_grad(self, X: torch.Tensor, *, need_grad: bool = True):
         """E(X) (python float) and ∇E (tensor like X, or None)."""
-        n = self.n
-        WX = self.Wpos @ X
-        sqn = (X * X).sum(1)
-        e_pos = 2.0 * (float((self.deg * sqn).sum()) - float((X * WX).sum()))
-        grad = 4.0 * (self.deg[:, None] * X - WX) if need_grad else None
-        e_neg = 0.0
-        rows = rows_per_block(n, max_block_mb=self.max_block_mb, itemsize=X.element_size())
-        for i0 in range(0, n, rows):
-            i1 = min(n, i0 + rows)
-            ksum, gblock = repulsion_block(X, sqn, i0, i1, self.Wneg.block(i0, i1, X.dtype, X.device),
-                                           need_grad=need_grad)
-            e_neg += float(ksum.sum())
+        X64 = X.to(torch.float64)
+        X64 = X64 - X64.mean(0)  # translation-invariant; centring keeps the cancellation small
+        # W⁺ symmetric: (Xᵀ W⁺)ᵀ = W⁺ X, the faster layout for a thin X
+        WX = self.Wpos @ X64 if self.sparse else torch.mm(X64.T.contiguous(), self.Wpos).T
+        e_pos = 2.0 * float((self.deg * (X64 * X64).sum(1)).sum() - (X64 * WX).sum())
+        tile = repulsion_tile(self.n, device=X.device, itemsize=X.element_size(), max_block_mb=self.max_block_mb)
+        e_neg, grad = repulsion(X, lambda i0, i1, j0, j1: self.Wneg.tile(i0, i1, j0, j1, X.dtype, X.device),
+                                tile=tile, need_grad=need_grad)
+        if need_grad:
+            grad = grad.mul_(self.lam).add_((4.0 * (self.deg[:, None] * X64 - WX)).to(grad.dtype))
+        return e_pos + self.lam * float(e_neg), grad
+
+
+def repulsion_tile(n: int, *, device: torch.device, itemsize: int, max_block_mb: float = DEFAULT_BLOCK_MB) -> int:
+    """Side of the square tiles of :func:`repulsion`: within ``max_block_mb``, and on the CPU small enough for
+    a tile to stay in cache (its elementwise passes are then bound by arithmetic, not memory)."""
+    side = int(math.sqrt(max_block_mb * 2**20 / (3 * itemsize)))
+    if device.type == "cpu":
+        side = min(side, int(math.sqrt(_CPU_TILE_BYTES / itemsize)))
+    return max(16, min(side, max(n, 1)))
+
+
+# one CPU tile of the repulsive term is kept near this size (cache-sized)
+_CPU_TILE_BYTES = 3 * 2**20
+
+
+def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True):
+    """``Σ_nm w⁻_nm exp(−‖x_n − x_m‖²)`` and its gradient ``−4 (diag(K1) − K) X`` (``K = w⁻ ∘ exp(−D²)``, ``w⁻``
+    symmetric), summed over the tiles on and above the diagonal of the N × N term (an off-diagonal tile stands
+    for itself and its mirror image), so no temporary exceeds ``tile × tile``.
+
+    ``weight_tile(i0, i1, j0, j1)`` returns the (i1 − i0) × (j1 − j0) block of w⁻, or a number for uniform
+    weights (then the diagonal n = m is left out). Returns a float64 scalar tensor and the gradient (or None).
+    """
+    X = X - X.mean(0)  # translation-invariant; centring keeps D² = |x_n|² + |x_m|² − 2 x_n·x_m accurate
+    XT = X.T.contiguous()
+    nsq = -(X * X).sum(1)
+    n, d = X.shape
+    grad = torch.zeros_like(X) if need_grad else None
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    for i0 in range(0, n, tile):
+        i1 = min(n, i0 + tile)
+        Xi = X[i0:i1]
+        for j0 in range(i0, n, tile):
+            j1 = min(n, j0 + tile)
+            Kt = nsq[i0:i1, None] + nsq[None, j0:j1]  # −D², built in place
+            if d <= 4:  # a rank-d update by broadcasting beats a GEMM with an inner dimension of 2
+                for c in range(d):
+                    Kt.addcmul_(Xi[:, c:c + 1], XT[c:c + 1, j0:j1], value=2.0)
+            else:
+                Kt.addmm_(Xi, XT[:, j0:j1], alpha=2.0)
+            Kt.exp_()
+            w = weight_tile(i0, i1, j0, j1)
+            Kt.mul_(w)
+            diagonal = i0 == j0
+            if diagonal and not isinstance(w, torch.Tensor):
+                Kt.fill_diagonal_(0.0)
+            rs = Kt.sum(1)
+            total += rs.sum(dtype=torch.float64) * (1.0 if diagonal else 2.0)
             if need_grad:
-                grad[i0:i1] += self.lam * gblock
-        return e_pos + self.lam * e_neg, grad
-
-
-def repulsion_block(X: torch.Tensor, sqn: torch.Tensor, i0: int, i1: int, wneg_rows: torch.Tensor, *,
-                    need_grad: bool = True):
-    """Rows ``i0:i1`` of the repulsive term ``K = w⁻ ∘ exp(−D²)``: their row sums, and (if asked) their part of
-    the gradient of ``Σ_nm K_nm``, ``−4 (diag(K1) − K) X`` (``w⁻`` symmetric; ``sqn`` = squared row norms)."""
-    # −‖x_n − x_m‖² = 2 x_n·x_m − |x_n|² − |x_m|², built in one buffer with as few passes as possible
-    K = torch.addmm(sqn[None, :], X[i0:i1], X.T, beta=-1.0, alpha=2.0).sub_(sqn[i0:i1, None])
-    K = torch.exp_(K.clamp_max_(0.0)).mul_(wneg_rows)
-    ksum = K.sum(1)
-    grad = -4.0 * (ksum[:, None] * X[i0:i1] - K @ X) if need_grad else None
-    return ksum, grad
+                # (Xᵀ Kᵀ)ᵀ and (Xᵀ K)ᵀ: the layouts the BLAS handles fastest for a thin X
+                grad[i0:i1] += torch.mm(XT[:, j0:j1], Kt.T).T - rs[:, None] * Xi
+                if not diagonal:
+                    grad[j0:j1] += torch.mm(XT[:, i0:i1], Kt).T - Kt.sum(0)[:, None] * X[j0:j1]
+    if need_grad:
+        grad.mul_(4.0)
+    return total, grad
