@@ -97,6 +97,21 @@ def test_objective_monotone(loss):
 
 
 @pytest.mark.parametrize("loss", ["sse", "poisson"])
+def test_factors_hold_no_subnormal_numbers(loss):
+    # an all-zero gene drives its row of W geometrically to 0; in float32 it would pass through the
+    # subnormal range (slow on CPUs) — the updates flush such entries to exact zeros instead
+    a = ds.synthetic(200, 80, 3, seed=11)
+    X = a.X.toarray().astype(float).T
+    X[5] = 0.0
+    res = N.nmf(sp.csr_matrix(X), 6, loss=loss, max_iter=300, device="cpu", init="random", seed=0)
+    tiny = np.finfo(np.float32).tiny
+    for F in (res.W, res.H):
+        F = np.asarray(F)
+        assert not ((F > 0) & (F < tiny)).any()
+    assert (np.asarray(res.W)[5] == 0).all()
+
+
+@pytest.mark.parametrize("loss", ["sse", "poisson"])
 @pytest.mark.parametrize("density", [0.3, 0.01])
 def test_sparse_equals_dense(loss, density):
     rng = np.random.default_rng(3)

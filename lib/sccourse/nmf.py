@@ -206,7 +206,9 @@ def nmf(
 
     ``loss="sse"`` minimises ``‖X − WH‖²_F``; ``loss="poisson"`` maximises the Poisson
     log-likelihood ``Σ_ij X_ij log (WH)_ij − (WH)_ij`` (KL-divergence updates). Each iteration
-    updates ``H`` (cells) and then ``W`` (genes), like scikit-learn's ``NMF(solver="mu")``.
+    updates ``H`` (cells) and then ``W`` (genes), like scikit-learn's ``NMF(solver="mu")``. Entries of
+    ``W``/``H`` that fall below the dtype's smallest normal number (1.2e-38 in float32) are set to 0: they
+    carry nothing, and subnormal numbers slow every later product down.
 
     Parameters
     ----------
