@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["ETMData", "as_count_matrix", "gaussian_kl", "mixture_loglik"]
+__all__ = ["ETMData", "SparseCounts", "as_count_matrix", "gaussian_kl", "mixture_loglik"]
 
 
 @dataclasses.dataclass
@@ -27,6 +28,9 @@ class ETMData:
         Number of batch codes.
     obs_names
         Cell names when the data came from an AnnData, else None.
+    sparse
+        The counts' non-zeros (:class:`SparseCounts`) when at most half the entries are non-zero, else None;
+        the likelihood then works on the non-zeros only.
     """
 
     counts: torch.Tensor
@@ -34,6 +38,21 @@ class ETMData:
     batch: torch.Tensor
     n_batches: int
     obs_names: list | None = None
+    sparse: SparseCounts | None = None
+
+    @property
+    def normalized_t(self) -> torch.Tensor | None:
+        """``normalized`` transposed (genes x cells) as CSR when the counts are sparse: the encoder's weight
+        gradient ``δᵀ X̃`` is then a sparse product."""
+        if self.sparse is None:
+            return None
+        if self.sparse._normalized_t is None:
+            sc = self.sparse
+            rows = torch.repeat_interleave(torch.arange(sc.shape[0], device=sc.values.device),
+                                           (sc.crow[1:] - sc.crow[:-1]).long())
+            lib = self.counts.sum(dim=1)
+            sc._normalized_t = sc.csr_t(sc.values / lib[rows])
+        return self.sparse._normalized_t
 
     @property
     def n_cells(self) -> int:
@@ -46,6 +65,82 @@ class ETMData:
     def subset(self, idx: torch.Tensor) -> ETMData:
         """The cells ``idx`` (a long tensor on the same device)."""
         return ETMData(self.counts[idx], self.normalized[idx], self.batch[idx], self.n_batches, None)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> ETMData:
+        """The same data on ``device`` in ``dtype``."""
+        return ETMData(self.counts.to(device, dtype), self.normalized.to(device, dtype), self.batch.to(device),
+                       self.n_batches, self.obs_names, None if self.sparse is None else self.sparse.to(device, dtype))
+
+
+class _SparseInputLinear(torch.autograd.Function):
+    """``X̃ Wᵀ + b`` for a fixed input ``X̃`` (dense for the forward GEMM) whose transpose ``X̃ᵀ`` is also
+    held as CSR: the weight gradient ``(X̃ᵀ g)ᵀ`` is then a sparse product over the non-zeros only."""
+
+    @staticmethod
+    def forward(ctx, x, x_t, weight, bias):
+        ctx.x_t = x_t
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx, g):
+        grad_w = (ctx.x_t @ g.contiguous()).t() if ctx.needs_input_grad[2] else None
+        grad_b = g.sum(0) if ctx.needs_input_grad[3] else None
+        return None, None, grad_w, grad_b
+
+
+def sparse_input_linear(x: torch.Tensor, x_t: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    """``layer(x)`` for an input that needs no gradient, with ``x_t`` = ``x``ᵀ as CSR (same numbers)."""
+    return _SparseInputLinear.apply(x, x_t, layer.weight, layer.bias)
+
+
+class SparseCounts:
+    """The non-zeros of a cells x genes count matrix: CSR (32-bit indices) in both orientations.
+
+    ``values`` are in the CSR order; ``perm`` maps them onto the CSR order of the transpose.
+    """
+
+    #: the sparse likelihood is used when at most this fraction of the entries are non-zero
+    MAX_DENSITY = 0.5
+
+    def __init__(self, crow, col, values, crow_t, col_t, perm, shape):
+        self.crow, self.col, self.values = crow, col, values
+        self.crow_t, self.col_t, self.perm = crow_t, col_t, perm
+        self.shape = tuple(shape)
+        self._normalized_t = None  # built by ETMData.normalized_t
+
+    @classmethod
+    def from_scipy(cls, X: sp.csr_matrix, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
+        X = sp.csr_matrix(X)
+        X.sum_duplicates()
+        X.eliminate_zeros()
+        X.sort_indices()
+        order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
+        XT = sp.csr_matrix(order.T)
+        XT.sort_indices()
+        itype = torch.int32 if max(X.nnz, *X.shape) < 2**31 - 1 else torch.int64
+
+        def t(a, dt=itype):
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
+
+        return cls(t(X.indptr), t(X.indices), t(X.data, dtype), t(XT.indptr), t(XT.indices),
+                   t(XT.data, torch.int64), X.shape)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> SparseCounts:
+        return SparseCounts(self.crow.to(device), self.col.to(device), self.values.to(device, dtype),
+                            self.crow_t.to(device), self.col_t.to(device), self.perm.to(device), self.shape)
+
+    def csr(self, values: torch.Tensor) -> torch.Tensor:
+        """The cells x genes pattern holding ``values`` (CSR order)."""
+        with warnings.catch_warnings():  # torch calls its CSR support "beta"
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
+
+    def csr_t(self, values: torch.Tensor) -> torch.Tensor:
+        """The genes x cells pattern holding ``values`` given in the CSR order of the cells x genes matrix."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(self.crow_t, self.col_t, torch.take(values, self.perm), self.shape[::-1],
+                                           check_invariants=False)
 
 
 def as_count_matrix(X, name: str = "X") -> np.ndarray | sp.csr_matrix:
@@ -84,7 +179,11 @@ def to_tensors(X, batch_codes: np.ndarray, n_batches: int, *, device: torch.devi
     lib = counts.sum(dim=1, keepdim=True)
     normalized = counts / lib.clamp_min(torch.finfo(dtype).tiny)  # zero-count cells stay all-zero
     batch = torch.as_tensor(np.asarray(batch_codes, dtype=np.int64), device=device)
-    return ETMData(counts, normalized, batch, int(n_batches), obs_names)
+    nnz = X.nnz if sp.issparse(X) else int(np.count_nonzero(X))
+    sparse = None
+    if nnz <= SparseCounts.MAX_DENSITY * X.shape[0] * X.shape[1]:
+        sparse = SparseCounts.from_scipy(sp.csr_matrix(X), device=device, dtype=dtype)
+    return ETMData(counts, normalized, batch, int(n_batches), obs_names, sparse)
 
 
 _CHUNK_ELEMENTS = 1 << 20  # rows per chunk x genes: 4 MB of float32, within a core's L2 + L3 share
@@ -133,11 +232,38 @@ class _MixtureLogLik(torch.autograd.Function):
         return gt, gb, None
 
 
-def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+class _SparseMixtureLogLik(torch.autograd.Function):
+    """``Σ x_ng log (θβ)_ng`` over the non-zeros only: ``(θβ)`` sampled at the non-zeros, and the gradients
+    ``R βᵀ`` and ``θᵀ R`` as sparse products with ``R = X / (θβ)`` (zero wherever ``x_ng = 0``)."""
+
+    @staticmethod
+    def forward(ctx, theta, beta, sc):
+        tiny = torch.finfo(theta.dtype).tiny
+        p = torch.sparse.sampled_addmm(sc.csr(sc.values), theta, beta, beta=0.0).values().clamp_min_(tiny)
+        total = torch.dot(torch.log(p), sc.values)
+        ratio = sc.values / p
+        grad_theta = sc.csr(ratio) @ beta.t().contiguous() if ctx.needs_input_grad[0] else None
+        grad_beta = (sc.csr_t(ratio) @ theta).t() if ctx.needs_input_grad[1] else None
+        ctx.save_for_backward(grad_theta, grad_beta)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_theta, grad_beta = ctx.saved_tensors
+        gt = grad_theta * grad_out if grad_theta is not None else None
+        gb = grad_beta * grad_out if grad_beta is not None else None
+        return gt, gb, None
+
+
+def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor,
+                   sparse: SparseCounts | None = None) -> torch.Tensor:
     """Summed categorical log-likelihood ``Σ_n Σ_g x_ng log(θ_n · β_g)`` (θ rows and β rows sum to 1).
 
-    ``θβ`` is clamped at the dtype's smallest normal number before the log.
+    ``θβ`` is clamped at the dtype's smallest normal number before the log. With ``sparse`` (the
+    non-zeros of ``counts``), only the non-zero terms are evaluated — the others are zero.
     """
+    if sparse is not None:
+        return _SparseMixtureLogLik.apply(theta, beta, sparse)
     return _MixtureLogLik.apply(theta, beta, counts)
 
 
