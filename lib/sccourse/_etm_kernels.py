@@ -232,9 +232,10 @@ class _MixtureLogLik(torch.autograd.Function):
         return gt, gb, None
 
 
-class _SparseMixtureLogLik(torch.autograd.Function):
+class _SparseMixtureLogLik(_MixtureLogLik):
     """``Σ x_ng log (θβ)_ng`` over the non-zeros only: ``(θβ)`` sampled at the non-zeros, and the gradients
-    ``R βᵀ`` and ``θᵀ R`` as sparse products with ``R = X / (θβ)`` (zero wherever ``x_ng = 0``)."""
+    ``R βᵀ`` and ``θᵀ R`` as sparse products with ``R = X / (θβ)`` (zero wherever ``x_ng = 0``); the backward
+    pass is the dense version's (it scales the stored gradients)."""
 
     @staticmethod
     def forward(ctx, theta, beta, sc):
@@ -246,13 +247,6 @@ class _SparseMixtureLogLik(torch.autograd.Function):
         grad_beta = (sc.csr_t(ratio) @ theta).t() if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(grad_theta, grad_beta)
         return total
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_theta, grad_beta = ctx.saved_tensors
-        gt = grad_theta * grad_out if grad_theta is not None else None
-        gb = grad_beta * grad_out if grad_beta is not None else None
-        return gt, gb, None
 
 
 def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor,
