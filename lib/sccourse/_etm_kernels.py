@@ -44,15 +44,7 @@ class ETMData:
     def normalized_t(self) -> torch.Tensor | None:
         """``normalized`` transposed (genes x cells) as CSR when the counts are sparse: the encoder's weight
         gradient ``δᵀ X̃`` is then a sparse product."""
-        if self.sparse is None:
-            return None
-        if self.sparse._normalized_t is None:
-            sc = self.sparse
-            rows = torch.repeat_interleave(torch.arange(sc.shape[0], device=sc.values.device),
-                                           (sc.crow[1:] - sc.crow[:-1]).long())
-            lib = self.counts.sum(dim=1)
-            sc._normalized_t = sc.csr_t(sc.values / lib[rows])
-        return self.sparse._normalized_t
+        return None if self.sparse is None else self.sparse.normalized_t
 
     @property
     def n_cells(self) -> int:
@@ -102,11 +94,18 @@ class SparseCounts:
     #: the sparse likelihood is used when at most this fraction of the entries are non-zero
     MAX_DENSITY = 0.5
 
-    def __init__(self, crow, col, values, crow_t, col_t, perm, shape):
-        self.crow, self.col, self.values = crow, col, values
+    def __init__(self, crow, col, values, normalized, crow_t, col_t, perm, shape):
+        self.crow, self.col, self.values, self.normalized = crow, col, values, normalized
         self.crow_t, self.col_t, self.perm = crow_t, col_t, perm
         self.shape = tuple(shape)
-        self._normalized_t = None  # built by ETMData.normalized_t
+        self._normalized_t = None  # built on first use
+
+    @property
+    def normalized_t(self) -> torch.Tensor:
+        """The library-size-normalised values ``x_ng / Σ_g x_ng`` as a genes x cells CSR."""
+        if self._normalized_t is None:
+            self._normalized_t = self.csr_t(self.normalized)
+        return self._normalized_t
 
     @classmethod
     def from_scipy(cls, X: sp.csr_matrix, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
@@ -122,12 +121,14 @@ class SparseCounts:
         def t(a, dt=itype):
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
 
-        return cls(t(X.indptr), t(X.indices), t(X.data, dtype), t(XT.indptr), t(XT.indices),
-                   t(XT.data, torch.int64), X.shape)
+        lib = np.repeat(np.asarray(X.sum(axis=1)).ravel(), np.diff(X.indptr))  # > 0 wherever a value is stored
+        return cls(t(X.indptr), t(X.indices), t(X.data, dtype), t(X.data / lib, dtype), t(XT.indptr),
+                   t(XT.indices), t(XT.data, torch.int64), X.shape)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> SparseCounts:
         return SparseCounts(self.crow.to(device), self.col.to(device), self.values.to(device, dtype),
-                            self.crow_t.to(device), self.col_t.to(device), self.perm.to(device), self.shape)
+                            self.normalized.to(device, dtype), self.crow_t.to(device), self.col_t.to(device),
+                            self.perm.to(device), self.shape)
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """The cells x genes pattern holding ``values`` (CSR order)."""
