@@ -88,7 +88,7 @@ def test_sparse_loglik_and_encoder_gradient_match_the_dense_formulas():
     autograd on the dense formulas (float64)."""
     import scipy.sparse as sp
 
-    from sccourse._etm_kernels import SparseCounts, sparse_input_linear
+    from sccourse._etm_kernels import GeneLinear, SparseCounts, sparse_input_linear
 
     rng = np.random.default_rng(4)
     X = rng.poisson(0.4, size=(40, 25)).astype(float)  # ~67 % zeros
@@ -105,16 +105,67 @@ def test_sparse_loglik_and_encoder_gradient_match_the_dense_formulas():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
     # the encoder's first layer
     data = etm.prepare(X, device="cpu", dtype=torch.float64)
-    assert data.sparse is not None and data.normalized_t.layout == torch.sparse_csr
-    layer = torch.nn.Linear(25, 6).double()
+    assert data.sparse is not None
+    layer = GeneLinear(25, 6).double()
     w = torch.randn(40, 6, dtype=torch.float64)
-    out = sparse_input_linear(data.normalized, data.normalized_t, layer)
+    out = sparse_input_linear(data.sparse, layer)
+    ref = data.normalized @ layer.weight + layer.bias  # the dense formula
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-14)
     gs = torch.autograd.grad((out * w).sum(), (layer.weight, layer.bias))
-    gd = torch.autograd.grad((layer(data.normalized) * w).sum(), (layer.weight, layer.bias))
+    gd = torch.autograd.grad((ref * w).sum(), (layer.weight, layer.bias))
     for a, b in zip(gs, gd):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
     # a dense matrix (more than half non-zero) keeps the dense path
     assert etm.prepare(X + 1.0, device="cpu").sparse is None
+
+
+def test_blocked_sparse_products_match_scipy(monkeypatch):
+    """The bag products over several column blocks (forced by tiny block sizes) equal scipy's products."""
+    import sccourse._etm_kernels as K
+
+    monkeypatch.setattr(K, "_BAG_BLOCK_BYTES", 64)
+    monkeypatch.setattr(K, "_TAKE_BLOCK_BYTES", 64)
+    rng = np.random.default_rng(8)
+    X = sp.random(37, 53, density=0.2, random_state=9, format="csr", data_rvs=lambda n: rng.integers(1, 9, n))
+    X = sp.csr_matrix(sp.diags((np.arange(37) != 5).astype(float)) @ X)  # cell 5 has no counts: an empty bag
+    X.eliminate_zeros()
+    sc = K.SparseCounts.from_scipy(X, device=torch.device("cpu"), dtype=torch.float64)
+    Xn = sp.diags(1.0 / np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1)) @ X
+    D = rng.normal(size=(53, 6))
+    E = rng.normal(size=(37, 6))
+    assert len(sc._bag_blocks("X", K._n_blocks(53, 6, torch.float64, torch.device("cpu"))).blocks) > 1
+    np.testing.assert_allclose(sc.input_mm(torch.tensor(D)).numpy(), Xn @ D, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sc.input_t_mm(torch.tensor(E)).numpy(), Xn.T @ E, rtol=1e-12, atol=1e-14)
+    v = rng.normal(size=X.nnz)  # new values on the same pattern (CSR order)
+    A = sp.csr_matrix((v, X.indices, X.indptr), shape=X.shape)
+    np.testing.assert_allclose(sc.mm(torch.tensor(v), torch.tensor(D)).numpy(), A @ D, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(sc.mm_t(torch.tensor(v), torch.tensor(E)).numpy(), A.T @ E, rtol=1e-12, atol=1e-14)
+
+
+def test_gene_linear_is_a_transposed_linear_layer():
+    from sccourse._etm_kernels import GeneLinear
+
+    torch.manual_seed(0)
+    layer = GeneLinear(50, 7)
+    assert layer.weight.shape == (50, 7) and layer.weight.abs().max() <= 1 / np.sqrt(50)
+    x = torch.randn(4, 50)
+    torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight.t(), layer.bias))
+
+
+def test_mask_dropout_keeps_each_entry_with_probability_one_minus_p():
+    from sccourse._etm_kernels import MaskDropout
+
+    drop = MaskDropout(0.3)
+    x = torch.ones(400, 500)
+    torch.manual_seed(1)
+    y = drop(x)
+    kept = (y != 0).double().mean().item()
+    assert abs(kept - 0.7) < 5 * np.sqrt(0.7 * 0.3 / x.numel())  # binomial: 5 standard deviations
+    np.testing.assert_allclose(y[y != 0].numpy(), 1 / 0.7, rtol=1e-6)  # inverted dropout keeps the mean
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), y)  # same seed, same mask
+    drop.eval()
+    assert torch.equal(drop(x), x)
 
 
 def test_gaussian_kl_matches_torch_distributions():
@@ -161,11 +212,12 @@ def test_gradcheck_mixture_loglik():
     assert torch.autograd.gradcheck(lambda t, b: mixture_loglik(t, b, X), (theta, beta), eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize("n_batches", [1, 2])
-def test_gradcheck_full_loss(n_batches):
-    """Gradient of nll + 0.7 kl w.r.t. encoder and decoder parameters, fixed reparameterisation noise."""
+@pytest.mark.parametrize(("n_batches", "rate"), [(1, 3.0), (2, 3.0), (1, 0.5)])
+def test_gradcheck_full_loss(n_batches, rate):
+    """Gradient of nll + 0.7 kl w.r.t. encoder and decoder parameters, fixed reparameterisation noise
+    (rate 0.5: most counts are zero, so the sparse encoder and likelihood paths are the ones checked)."""
     rng = np.random.default_rng(5)
-    X = rng.poisson(3.0, size=(8, 12))
+    X = rng.poisson(rate, size=(8, 12))
     X[2] = 0  # a zero-count cell takes part too
     model = tiny_model(dropout=0.0, n_batches=n_batches, seed=1).double()
     if n_batches > 1:
@@ -174,7 +226,9 @@ def test_gradcheck_full_loss(n_batches):
     model.train()
     data = etm.prepare(X, batch=[0, 1] * 4 if n_batches > 1 else None, device="cpu", dtype=torch.float64)
     noise = torch.tensor(rng.normal(size=(8, 3)))
-    names = ["alpha", "rho", "mu.weight", "logvar.bias", "encoder.0.bias"] + (["batch_bias"] if n_batches > 1 else [])
+    assert (data.sparse is not None) == (rate < 1.0)
+    names = ["alpha", "rho", "mu.weight", "logvar.bias", "encoder.0.weight", "encoder.0.bias"]
+    names += ["batch_bias"] if n_batches > 1 else []
     base = dict(model.named_parameters())
     inputs = tuple(base[n].detach().clone().requires_grad_() for n in names)
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["ETMData", "SparseCounts", "as_count_matrix", "gaussian_kl", "mixture_loglik"]
+__all__ = ["ETMData", "GeneLinear", "MaskDropout", "SparseCounts", "as_count_matrix", "bag_mm", "gaussian_kl",
+           "mixture_loglik"]
 
 
 @dataclasses.dataclass
@@ -41,12 +43,6 @@ class ETMData:
     sparse: SparseCounts | None = None
 
     @property
-    def normalized_t(self) -> torch.Tensor | None:
-        """``normalized`` transposed (genes x cells) as CSR when the counts are sparse: the encoder's weight
-        gradient ``δᵀ X̃`` is then a sparse product."""
-        return None if self.sparse is None else self.sparse.normalized_t
-
-    @property
     def n_cells(self) -> int:
         return int(self.counts.shape[0])
 
@@ -64,31 +60,130 @@ class ETMData:
                        self.n_batches, self.obs_names, None if self.sparse is None else self.sparse.to(device, dtype))
 
 
+#: bytes of the dense operand one bag block reads (its rows are gathered at random: keep them in L2)
+_BAG_BLOCK_BYTES = 384 * 1024
+#: bytes of the value array one block of a transposed product gathers from (at random)
+_TAKE_BLOCK_BYTES = 1 << 20
+
+
+def bag_mm(offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``A @ dense`` for a CSR matrix ``A`` (``offsets``, ``indices``, ``values``), as a weighted bag sum.
+
+    Row ``i`` of the result is ``Σ_j values_j · dense[indices_j]`` over ``j`` in ``offsets[i]:offsets[i+1]``:
+    exactly :func:`torch.nn.functional.embedding_bag` in ``sum`` mode with per-entry weights, whose
+    vectorised CPU kernel gathers whole rows of ``dense`` (several times faster than torch's CSR product).
+    """
+    # detached: no autograd bookkeeping (callers are autograd Functions that form their own gradients)
+    return torch.nn.functional.embedding_bag(indices, dense.detach(), offsets, mode="sum",
+                                             per_sample_weights=values.detach(), include_last_offset=True)
+
+
+class _BagBlocks:
+    """A sparse pattern ``A`` split by columns into blocks, for :func:`bag_mm` products ``A @ D``.
+
+    Entry ``e`` of ``A`` (in its CSR order) holds ``v[source[e]]`` of a value array ``v`` given in another
+    order (``source=None``: the same order). ``v`` is either fixed (``values``, gathered into each block
+    once) or passed to every :meth:`mm`. Each block only gathers rows of ``D`` (and values of ``v``) from
+    its own slice, so they stay in cache; the partial products are summed.
+    """
+
+    def __init__(self, crow, col, n_cols: int, n_blocks: int, *, values=None, source=None):
+        self.blocks = []
+        dev, itype = col.device, crow.dtype
+        if n_blocks <= 1:
+            fixed = None if values is None else (values if source is None else torch.take(values, source))
+            self.blocks.append((crow, col, fixed, source, 0, n_cols))
+            return
+        nnz = col.numel()
+        src = np.arange(nnz) if source is None else source.cpu().numpy()
+        # positions + 1 as the stored values: slicing keeps them exactly (float64 holds integers < 2**53)
+        A = sp.csr_matrix(((src + 1).astype(np.float64), col.cpu().numpy(), crow.cpu().numpy()),
+                          shape=(crow.numel() - 1, n_cols))
+        edges = np.linspace(0, n_cols, n_blocks + 1).round().astype(int)
+        for c0, c1 in zip(edges[:-1], edges[1:]):
+            B = sp.csr_matrix(A[:, c0:c1])
+            B.sort_indices()
+            src_b = torch.as_tensor(B.data.astype(np.int64) - 1, device=dev)
+            fixed = None if values is None else torch.take(values, src_b)
+            self.blocks.append((torch.as_tensor(B.indptr, dtype=itype, device=dev),
+                                torch.as_tensor(B.indices, dtype=itype, device=dev),
+                                fixed, None if fixed is not None else src_b, int(c0), int(c1)))
+
+    def mm(self, dense: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        out = None
+        for crow, col, fixed, src, c0, c1 in self.blocks:
+            v = fixed if fixed is not None else (values if src is None else torch.take(values, src))
+            part = bag_mm(crow, col, v, dense[c0:c1])
+            out = part if out is None else out.add_(part)
+        return out
+
+
+def _n_blocks(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> int:
+    if device.type != "cpu":
+        return 1
+    nbytes = rows * width * torch.finfo(dtype).bits // 8
+    return max(1, -(-nbytes // _BAG_BLOCK_BYTES))
+
+
+class GeneLinear(torch.nn.Module):
+    """``y = x W + b`` with the weight stored genes-major (``in_features x out_features``).
+
+    The same map as :class:`torch.nn.Linear` (same initialisation law, ``U(±1/√in)``), stored transposed:
+    each gene's row of ``W`` is contiguous, which is what the sparse product over a cell's non-zeros gathers.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.weight = torch.nn.Parameter(torch.empty(self.in_features, self.out_features).uniform_(-bound, bound))
+        self.bias = torch.nn.Parameter(torch.empty(self.out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features} (weight stored in x out)"
+
+
 class _SparseInputLinear(torch.autograd.Function):
-    """``X̃ Wᵀ + b`` for a fixed input ``X̃`` (dense for the forward GEMM) whose transpose ``X̃ᵀ`` is also
-    held as CSR: the weight gradient ``(X̃ᵀ g)ᵀ`` is then a sparse product over the non-zeros only."""
+    """``X̃ W + b`` for a fixed sparse input ``X̃`` (no gradient): both the product and the weight gradient
+    ``X̃ᵀ g`` run over the non-zeros only (:class:`SparseCounts` holds ``X̃`` in both orientations)."""
 
     @staticmethod
-    def forward(ctx, x, x_t, weight, bias):
-        ctx.x_t = x_t
-        return torch.addmm(bias, x, weight.t())
+    def forward(ctx, sc, weight, bias):
+        ctx.sc = sc
+        return sc.input_mm(weight).add_(bias)
 
     @staticmethod
     def backward(ctx, g):
-        grad_w = (ctx.x_t @ g.contiguous()).t() if ctx.needs_input_grad[2] else None
-        grad_b = g.sum(0) if ctx.needs_input_grad[3] else None
-        return None, None, grad_w, grad_b
+        g = g.contiguous()
+        grad_w = ctx.sc.input_t_mm(g) if ctx.needs_input_grad[1] else None
+        grad_b = g.sum(0) if ctx.needs_input_grad[2] else None
+        return None, grad_w, grad_b
 
 
-def sparse_input_linear(x: torch.Tensor, x_t: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    """``layer(x)`` for an input that needs no gradient, with ``x_t`` = ``x``ᵀ as CSR (same numbers)."""
-    return _SparseInputLinear.apply(x, x_t, layer.weight, layer.bias)
+def sparse_input_linear(sc: SparseCounts, layer: GeneLinear) -> torch.Tensor:
+    """``layer(X̃)`` for the normalised counts ``X̃`` held by ``sc`` (which need no gradient)."""
+    return _SparseInputLinear.apply(sc, layer.weight, layer.bias)
+
+
+class MaskDropout(torch.nn.Dropout):
+    """:class:`torch.nn.Dropout` with its mask drawn as ``U(0, 1) ≥ p`` (one uniform draw per entry: on the
+    CPU several times cheaper than torch's Bernoulli sampler; the same distribution)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
 
 
 class SparseCounts:
     """The non-zeros of a cells x genes count matrix: CSR (32-bit indices) in both orientations.
 
-    ``values`` are in the CSR order; ``perm`` maps them onto the CSR order of the transpose.
+    ``values`` (raw counts) and ``normalized`` (``x_ng / Σ_g x_ng``) are in the CSR order; ``perm`` maps
+    that order onto the CSR order of the transpose (``crow_t``, ``col_t``).
     """
 
     #: the sparse likelihood is used when at most this fraction of the entries are non-zero
@@ -98,14 +193,7 @@ class SparseCounts:
         self.crow, self.col, self.values, self.normalized = crow, col, values, normalized
         self.crow_t, self.col_t, self.perm = crow_t, col_t, perm
         self.shape = tuple(shape)
-        self._normalized_t = None  # built on first use
-
-    @property
-    def normalized_t(self) -> torch.Tensor:
-        """The library-size-normalised values ``x_ng / Σ_g x_ng`` as a genes x cells CSR."""
-        if self._normalized_t is None:
-            self._normalized_t = self.csr_t(self.normalized)
-        return self._normalized_t
+        self._blocks = {}  # (which, n_blocks) -> _BagBlocks, built on first use
 
     @classmethod
     def from_scipy(cls, X: sp.csr_matrix, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
@@ -136,12 +224,36 @@ class SparseCounts:
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
 
-    def csr_t(self, values: torch.Tensor) -> torch.Tensor:
-        """The genes x cells pattern holding ``values`` given in the CSR order of the cells x genes matrix."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow_t, self.col_t, torch.take(values, self.perm), self.shape[::-1],
-                                           check_invariants=False)
+    def _bag_blocks(self, which: str, n_blocks: int) -> _BagBlocks:
+        key = (which, n_blocks)
+        if key not in self._blocks:
+            if which == "X":  # X̃, blocks of genes
+                blocks = _BagBlocks(self.crow, self.col, self.shape[1], n_blocks, values=self.normalized)
+            elif which == "XT":  # X̃ᵀ, blocks of cells
+                blocks = _BagBlocks(self.crow_t, self.col_t, self.shape[0], n_blocks, values=self.normalized,
+                                    source=self.perm)
+            else:  # "T": the transposed pattern for values given in the CSR order, blocks of cells
+                blocks = _BagBlocks(self.crow_t, self.col_t, self.shape[0], n_blocks, source=self.perm)
+            self._blocks[key] = blocks
+        return self._blocks[key]
+
+    def mm(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``A @ dense`` (cells x width) for the cells x genes pattern holding ``values`` (CSR order)."""
+        return bag_mm(self.crow, self.col, values, dense)
+
+    def mm_t(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``Aᵀ @ dense`` (genes x width) for ``A`` the pattern holding ``values`` (CSR order)."""
+        nbytes = values.numel() * values.element_size()
+        n_blocks = 1 if values.device.type != "cpu" else max(1, -(-nbytes // _TAKE_BLOCK_BYTES))
+        return self._bag_blocks("T", n_blocks).mm(dense, values)
+
+    def input_mm(self, dense: torch.Tensor) -> torch.Tensor:
+        """``X̃ @ dense`` for the normalised counts ``X̃`` (``dense``: genes x width)."""
+        return self._bag_blocks("X", _n_blocks(self.shape[1], dense.shape[1], dense.dtype, dense.device)).mm(dense)
+
+    def input_t_mm(self, dense: torch.Tensor) -> torch.Tensor:
+        """``X̃ᵀ @ dense`` (``dense``: cells x width)."""
+        return self._bag_blocks("XT", _n_blocks(self.shape[0], dense.shape[1], dense.dtype, dense.device)).mm(dense)
 
 
 def as_count_matrix(X, name: str = "X") -> np.ndarray | sp.csr_matrix:
@@ -244,8 +356,8 @@ class _SparseMixtureLogLik(_MixtureLogLik):
         p = torch.sparse.sampled_addmm(sc.csr(sc.values), theta, beta, beta=0.0).values().clamp_min_(tiny)
         total = torch.dot(torch.log(p), sc.values)
         ratio = sc.values / p
-        grad_theta = sc.csr(ratio) @ beta.t().contiguous() if ctx.needs_input_grad[0] else None
-        grad_beta = (sc.csr_t(ratio) @ theta).t() if ctx.needs_input_grad[1] else None
+        grad_theta = sc.mm(ratio, beta.t().contiguous()) if ctx.needs_input_grad[0] else None
+        grad_beta = sc.mm_t(ratio, theta.contiguous()).t() if ctx.needs_input_grad[1] else None
         ctx.save_for_backward(grad_theta, grad_beta)
         return total
 

@@ -30,6 +30,8 @@ from torch import nn
 from ._device import get_device, set_seed
 from ._etm_kernels import (
     ETMData,
+    GeneLinear,
+    MaskDropout,
     as_count_matrix,
     gaussian_kl,
     mixture_loglik,
@@ -119,7 +121,7 @@ class ETM(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = nn.Sequential(
-                nn.Linear(self.n_genes, self.hidden), nn.ReLU(), nn.BatchNorm1d(self.hidden), nn.Dropout(float(dropout))
+                GeneLinear(self.n_genes, self.hidden), nn.ReLU(), nn.BatchNorm1d(self.hidden), MaskDropout(float(dropout))
             )
             self.mu = nn.Linear(self.hidden, self.n_topics)
             self.logvar = nn.Linear(self.hidden, self.n_topics)
@@ -132,14 +134,13 @@ class ETM(nn.Module):
             self.register_parameter("batch_bias", None)
 
     # -- pieces -------------------------------------------------------------------------
-    def encode(self, normalized: torch.Tensor, *, normalized_t: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, normalized: torch.Tensor, *, sparse=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, log σ²)`` of ``q(δ | x)`` from library-size-normalised counts (cells x genes).
 
-        ``normalized_t``: the same input transposed, as CSR (``ETMData.normalized_t``), so that the first
-        layer's weight gradient runs over the non-zeros only."""
-        if normalized_t is not None and torch.is_grad_enabled():
-            h = sparse_input_linear(normalized, normalized_t, self.encoder[0])
+        ``sparse``: the same cells' non-zeros (``ETMData.sparse``), so that the first layer's product and
+        its weight gradient run over the non-zeros only (used while training)."""
+        if sparse is not None and torch.is_grad_enabled():
+            h = sparse_input_linear(sparse, self.encoder[0])
             for layer in self.encoder[1:]:
                 h = layer(h)
         else:
@@ -175,7 +176,7 @@ class ETM(nn.Module):
         ``sample=True`` draws ``δ = μ + σ ε`` (``ε`` from ``noise`` when given, else ``randn``);
         ``sample=False`` uses ``δ = μ``.
         """
-        mu, logvar = self.encode(data.normalized, normalized_t=data.normalized_t)
+        mu, logvar = self.encode(data.normalized, sparse=data.sparse)
         if sample:
             eps = torch.randn_like(mu) if noise is None else noise
             delta = mu + torch.exp(0.5 * logvar) * eps
