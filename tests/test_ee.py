@@ -267,7 +267,7 @@ def test_batch_loss_gradient_matches_autograd_of_the_plain_formula():
     d2 = ((X2[:, None, :] - X2[None, :, :]) ** 2).sum(-1)
     ref = (w * ((X2[r_t] - X2[c_t]) ** 2).sum(1)).sum() + 3.0 * (wneg * torch.exp(-d2)).sum()
     ref.backward()
-    assert float(ours) == pytest.approx(float(ref), rel=1e-12)
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
     np.testing.assert_allclose(X1.grad.numpy(), X2.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["monitor_perf", "compare_curves"]
 
 
@@ -49,11 +51,7 @@ def monitor_perf(perf, *, objective: str = "objective", title: str | None = None
     axes[1].set(xlabel="iteration", ylabel="ARI", title="ARI vs cell types", ylim=(min(0, df[ari_col].min()), 1))
     for ax in axes:
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def compare_curves(curves: dict, *, xlabel: str = "iteration", ylabel: str = "ARI", title: str | None = None,
@@ -69,6 +67,4 @@ def compare_curves(curves: dict, *, xlabel: str = "iteration", ylabel: str = "AR
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["embedding_grid", "objective_vs_time"]
 
 
@@ -91,11 +93,7 @@ def embedding_grid(embeddings: dict, labels=None, *, X_high=None, k: int = 10, n
         handles, names = axes.ravel()[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside right center", markerscale=3, frameon=False, fontsize=8,
                    title=label_name)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def objective_vs_time(histories: dict, *, x: str = "time_s", y: str = "objective", logy: bool = True,
@@ -124,6 +122,4 @@ def objective_vs_time(histories: dict, *, x: str = "time_s", y: str = "objective
     ax.set(xlabel={"time_s": "time (s)"}.get(x, x), ylabel=f"{y} − best" if logy else y, title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(frameon=False)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)

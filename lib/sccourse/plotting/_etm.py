@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["topic_clustermap", "topic_gene_heatmap", "tsne_side_by_side"]
 
 
@@ -77,11 +79,7 @@ def tsne_side_by_side(embeddings: dict, labels, *, perplexity: float = 30.0, see
         ax.set(title=name, xlabel="t-SNE 1", ylabel="t-SNE 2", xticks=[], yticks=[])
     axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=2.5,
                        fontsize=8, title="cell type")
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def topic_clustermap(theta, labels, *, title: str | None = None, cmap: str = "viridis", save=None):
@@ -157,6 +155,4 @@ def topic_gene_heatmap(weights, *, n_top: int = 5, vmax: float | None = 0.2, tit
                 yticklabels=True, xticklabels=True)
     ax.tick_params(axis="y", labelsize=7)
     ax.set(xlabel="topic", ylabel="gene", title=title or f"top {n_top} genes per topic")
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["denoised_marker_grid", "embedding_panels", "energy_bars", "loss_histories", "marker_matrixplot"]
 
 
@@ -81,11 +83,7 @@ def embedding_panels(adata, color, *, basis: str = "umap", components=(0, 1), nc
         ax.set_ylabel(f"{name}{components[1] + (basis != 'diffmap')}")
     for ax in axes.ravel()[len(keys):]:
         ax.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def marker_matrixplot(table, *, title: str = "mean marker expression by cluster", cmap: str = "Reds",
@@ -118,9 +116,7 @@ def marker_matrixplot(table, *, title: str = "mean marker expression by cluster"
         rows = [i for i, g in enumerate(table.index) if g in set(highlight)]
         for r in rows:
             ax.add_patch(Rectangle((-0.5, r - 0.5), vals.shape[1], 1, fill=False, ec="black", lw=1.5))
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)
 
 
 def loss_histories(histories: dict, *, title: str = "denoiser training", ylabel: str = "MSE", save=None):
@@ -137,9 +133,7 @@ def loss_histories(histories: dict, *, title: str = "denoiser training", ylabel:
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False, fontsize=8)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)
 
 
 def energy_bars(energies: dict, *, ylabel: str = r"Dirichlet energy $\mathrm{tr}(X^\top L X)$",
@@ -158,9 +152,7 @@ def energy_bars(energies: dict, *, ylabel: str = r"Dirichlet energy $\mathrm{tr}
     ax.set(ylabel=ylabel, title=title)
     ax.tick_params(axis="x", rotation=20)
     ax.grid(alpha=0.3, axis="y")
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)
 
 
 def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis: str = "umap",
@@ -196,8 +188,4 @@ def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis
         vmax = max(float(np.percentile(c, 99)) for c in cols)
         for i, (k, c) in enumerate(zip(mats, cols)):
             _scatter(axes[i, j], fig, xy, c, title=f"{g} — {k}", cmap=cmap, vmin=vmin, vmax=vmax)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)

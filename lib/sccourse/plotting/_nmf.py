@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["factor_celltype_heatmap", "top_genes_heatmap"]
 
 
@@ -59,9 +61,7 @@ def factor_celltype_heatmap(embedding, labels, *, normalize: bool = True, title:
     ax.set_yticks(range(len(means)), [f"{t} ({counts[t]})" for t in means.index])
     ax.set(xlabel="factor", ylabel="cell type (cells)", title=title or "mean factor value per cell type")
     fig.colorbar(im, ax=ax, label="mean / factor max" if normalize else "mean")
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)
 
 
 def top_genes_heatmap(W, gene_names, *, n_top: int = 5, normalize: bool = True, vmax: float | None = None,
@@ -104,6 +104,4 @@ def top_genes_heatmap(W, gene_names, *, n_top: int = 5, normalize: bool = True, 
     ax.set_yticks(range(len(rows)), names[rows], fontsize=7)
     ax.set(xlabel="factor", title=title or f"top {n_top} genes per factor")
     fig.colorbar(im, ax=ax, label="loading (share of factor)" if normalize else "loading")
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)

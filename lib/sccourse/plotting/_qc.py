@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["qc_overview"]
 
 
@@ -37,6 +39,4 @@ def qc_overview(obs, *, thresholds: dict | None = None, save=None):
                           cmap="viridis", rasterized=True)
     axes[3].set(xlabel="library size (UMIs)", ylabel="genes detected", title="joint view")
     fig.colorbar(sc_, ax=axes[3], label="mitochondrial %")
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, save=save)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._common import _finish
+
 __all__ = ["plot_gene_correlations", "plot_mean_curves", "plot_parameter_recovery", "plot_real_vs_synthetic"]
 
 
@@ -48,11 +50,7 @@ def plot_parameter_recovery(truth: dict, estimates: dict, *, title: str | None =
         ax.grid(alpha=0.3)
         if T.shape[0] > 1:
             ax.legend(fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def plot_mean_curves(adata, simulator, genes, *, covariate: str = "pseudotime", ncols: int = 3,
@@ -96,11 +94,7 @@ def plot_mean_curves(adata, simulator, genes, *, covariate: str = "pseudotime", 
     for ax in axes.ravel()[len(genes):]:
         ax.set_visible(False)
     axes[0, 0].legend(fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def plot_real_vs_synthetic(real, synthetic, *, title: str | None = None, save=None):
@@ -135,11 +129,7 @@ def plot_real_vs_synthetic(real, synthetic, *, title: str | None = None, save=No
     for ax in axes:
         ax.legend(fontsize=8, frameon=False)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
 
 
 def plot_gene_correlations(counts: dict, *, n_genes: int = 30, title: str | None = None, save=None):
@@ -189,8 +179,4 @@ def plot_gene_correlations(counts: dict, *, n_genes: int = 30, title: str | None
     axes[n].set(xlabel=f"{names[0]} correlation", ylabel="synthetic correlation", title="gene pairs",
                 xlim=(-1, 1), ylim=(-1, 1))
     axes[n].legend(fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    if save is not None:
-        fig.savefig(save, dpi=120)
-    return fig
+    return _finish(fig, title=title, save=save)
