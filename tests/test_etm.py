@@ -122,24 +122,26 @@ def test_sparse_loglik_and_encoder_gradient_match_the_dense_formulas():
 def test_blocked_sparse_products_match_scipy(monkeypatch):
     """The bag products over several column blocks (forced by tiny block sizes) equal scipy's products."""
     import sccourse._etm_kernels as K
+    import sccourse._sparse as S
 
-    monkeypatch.setattr(K, "_BAG_BLOCK_BYTES", 64)
-    monkeypatch.setattr(K, "_TAKE_BLOCK_BYTES", 64)
+    monkeypatch.setattr(S, "BAG_BLOCK_BYTES", 64)
+    monkeypatch.setattr(S, "TAKE_BLOCK_BYTES", 64)
     rng = np.random.default_rng(8)
     X = sp.random(37, 53, density=0.2, random_state=9, format="csr", data_rvs=lambda n: rng.integers(1, 9, n))
     X = sp.csr_matrix(sp.diags((np.arange(37) != 5).astype(float)) @ X)  # cell 5 has no counts: an empty bag
     X.eliminate_zeros()
+    X.sort_indices()  # the CSR order the products take values in
     sc = K.SparseCounts.from_scipy(X, device=torch.device("cpu"), dtype=torch.float64)
     Xn = sp.diags(1.0 / np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1)) @ X
     D = rng.normal(size=(53, 6))
     E = rng.normal(size=(37, 6))
-    assert len(sc._bag_blocks("X", K._n_blocks(53, 6, torch.float64, torch.device("cpu"))).blocks) > 1
     np.testing.assert_allclose(sc.input_mm(torch.tensor(D)).numpy(), Xn @ D, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sc.input_t_mm(torch.tensor(E)).numpy(), Xn.T @ E, rtol=1e-12, atol=1e-14)
     v = rng.normal(size=X.nnz)  # new values on the same pattern (CSR order)
     A = sp.csr_matrix((v, X.indices, X.indptr), shape=X.shape)
     np.testing.assert_allclose(sc.mm(torch.tensor(v), torch.tensor(D)).numpy(), A @ D, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(sc.mm_t(torch.tensor(v), torch.tensor(E)).numpy(), A.T @ E, rtol=1e-12, atol=1e-14)
+    assert len(sc.pattern._blocks) == 3 and all(len(b.blocks) > 1 for b in sc.pattern._blocks.values())
 
 
 def test_gene_linear_is_a_transposed_linear_layer():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["ETMData", "GeneLinear", "MaskDropout", "SparseCounts", "as_count_matrix", "bag_mm", "gaussian_kl",
-           "mixture_loglik"]
+from ._sparse import CSRPair
+
+__all__ = ["ETMData", "GeneLinear", "MaskDropout", "SparseCounts", "as_count_matrix", "gaussian_kl", "mixture_loglik"]
 
 
 @dataclasses.dataclass
@@ -58,71 +58,6 @@ class ETMData:
         """The same data on ``device`` in ``dtype``."""
         return ETMData(self.counts.to(device, dtype), self.normalized.to(device, dtype), self.batch.to(device),
                        self.n_batches, self.obs_names, None if self.sparse is None else self.sparse.to(device, dtype))
-
-
-#: bytes of the dense operand one bag block reads (its rows are gathered at random: keep them in L2)
-_BAG_BLOCK_BYTES = 384 * 1024
-#: bytes of the value array one block of a transposed product gathers from (at random)
-_TAKE_BLOCK_BYTES = 1 << 20
-
-
-def bag_mm(offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """``A @ dense`` for a CSR matrix ``A`` (``offsets``, ``indices``, ``values``), as a weighted bag sum.
-
-    Row ``i`` of the result is ``Σ_j values_j · dense[indices_j]`` over ``j`` in ``offsets[i]:offsets[i+1]``:
-    exactly :func:`torch.nn.functional.embedding_bag` in ``sum`` mode with per-entry weights, whose
-    vectorised CPU kernel gathers whole rows of ``dense`` (several times faster than torch's CSR product).
-    """
-    # detached: no autograd bookkeeping (callers are autograd Functions that form their own gradients)
-    return torch.nn.functional.embedding_bag(indices, dense.detach(), offsets, mode="sum",
-                                             per_sample_weights=values.detach(), include_last_offset=True)
-
-
-class _BagBlocks:
-    """A sparse pattern ``A`` split by columns into blocks, for :func:`bag_mm` products ``A @ D``.
-
-    Entry ``e`` of ``A`` (in its CSR order) holds ``v[source[e]]`` of a value array ``v`` given in another
-    order (``source=None``: the same order). ``v`` is either fixed (``values``, gathered into each block
-    once) or passed to every :meth:`mm`. Each block only gathers rows of ``D`` (and values of ``v``) from
-    its own slice, so they stay in cache; the partial products are summed.
-    """
-
-    def __init__(self, crow, col, n_cols: int, n_blocks: int, *, values=None, source=None):
-        self.blocks = []
-        dev, itype = col.device, crow.dtype
-        if n_blocks <= 1:
-            fixed = None if values is None else (values if source is None else torch.take(values, source))
-            self.blocks.append((crow, col, fixed, source, 0, n_cols))
-            return
-        nnz = col.numel()
-        src = np.arange(nnz) if source is None else source.cpu().numpy()
-        # positions + 1 as the stored values: slicing keeps them exactly (float64 holds integers < 2**53)
-        A = sp.csr_matrix(((src + 1).astype(np.float64), col.cpu().numpy(), crow.cpu().numpy()),
-                          shape=(crow.numel() - 1, n_cols))
-        edges = np.linspace(0, n_cols, n_blocks + 1).round().astype(int)
-        for c0, c1 in zip(edges[:-1], edges[1:]):
-            B = sp.csr_matrix(A[:, c0:c1])
-            B.sort_indices()
-            src_b = torch.as_tensor(B.data.astype(np.int64) - 1, device=dev)
-            fixed = None if values is None else torch.take(values, src_b)
-            self.blocks.append((torch.as_tensor(B.indptr, dtype=itype, device=dev),
-                                torch.as_tensor(B.indices, dtype=itype, device=dev),
-                                fixed, None if fixed is not None else src_b, int(c0), int(c1)))
-
-    def mm(self, dense: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        out = None
-        for crow, col, fixed, src, c0, c1 in self.blocks:
-            v = fixed if fixed is not None else (values if src is None else torch.take(values, src))
-            part = bag_mm(crow, col, v, dense[c0:c1])
-            out = part if out is None else out.add_(part)
-        return out
-
-
-def _n_blocks(rows: int, width: int, dtype: torch.dtype, device: torch.device) -> int:
-    if device.type != "cpu":
-        return 1
-    nbytes = rows * width * torch.finfo(dtype).bits // 8
-    return max(1, -(-nbytes // _BAG_BLOCK_BYTES))
 
 
 class GeneLinear(torch.nn.Module):
@@ -180,80 +115,45 @@ class MaskDropout(torch.nn.Dropout):
 
 
 class SparseCounts:
-    """The non-zeros of a cells x genes count matrix: CSR (32-bit indices) in both orientations.
-
-    ``values`` (raw counts) and ``normalized`` (``x_ng / Σ_g x_ng``) are in the CSR order; ``perm`` maps
-    that order onto the CSR order of the transpose (``crow_t``, ``col_t``).
-    """
+    """The non-zeros of a cells x genes count matrix: their pattern (:class:`~sccourse._sparse.CSRPair`), the
+    raw counts ``values`` and the normalised ``x_ng / Σ_g x_ng`` (both in the pattern's CSR order)."""
 
     #: the sparse likelihood is used when at most this fraction of the entries are non-zero
     MAX_DENSITY = 0.5
 
-    def __init__(self, crow, col, values, normalized, crow_t, col_t, perm, shape):
-        self.crow, self.col, self.values, self.normalized = crow, col, values, normalized
-        self.crow_t, self.col_t, self.perm = crow_t, col_t, perm
-        self.shape = tuple(shape)
-        self._blocks = {}  # (which, n_blocks) -> _BagBlocks, built on first use
+    def __init__(self, pattern: CSRPair, values: torch.Tensor, normalized: torch.Tensor):
+        self.pattern, self.values, self.normalized = pattern, values, normalized
+        self.shape = pattern.shape
 
     @classmethod
-    def from_scipy(cls, X: sp.csr_matrix, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
-        X = sp.csr_matrix(X)
-        X.sum_duplicates()
-        X.eliminate_zeros()
-        X.sort_indices()
-        order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
-        XT = sp.csr_matrix(order.T)
-        XT.sort_indices()
-        itype = torch.int32 if max(X.nnz, *X.shape) < 2**31 - 1 else torch.int64
-
-        def t(a, dt=itype):
-            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
-
+    def from_scipy(cls, X, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
+        X = CSRPair.canonical(X)
         lib = np.repeat(np.asarray(X.sum(axis=1)).ravel(), np.diff(X.indptr))  # > 0 wherever a value is stored
-        return cls(t(X.indptr), t(X.indices), t(X.data, dtype), t(X.data / lib, dtype), t(XT.indptr),
-                   t(XT.indices), t(XT.data, torch.int64), X.shape)
+        return cls(CSRPair.from_scipy(X, device=device), torch.as_tensor(X.data, dtype=dtype, device=device),
+                   torch.as_tensor(X.data / lib, dtype=dtype, device=device))
 
     def to(self, device: torch.device, dtype: torch.dtype) -> SparseCounts:
-        return SparseCounts(self.crow.to(device), self.col.to(device), self.values.to(device, dtype),
-                            self.normalized.to(device, dtype), self.crow_t.to(device), self.col_t.to(device),
-                            self.perm.to(device), self.shape)
+        return SparseCounts(self.pattern.to(device), self.values.to(device, dtype), self.normalized.to(device, dtype))
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
-        """The cells x genes pattern holding ``values`` (CSR order)."""
-        with warnings.catch_warnings():  # torch calls its CSR support "beta"
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
-
-    def _bag_blocks(self, which: str, n_blocks: int) -> _BagBlocks:
-        key = (which, n_blocks)
-        if key not in self._blocks:
-            if which == "X":  # X̃, blocks of genes
-                blocks = _BagBlocks(self.crow, self.col, self.shape[1], n_blocks, values=self.normalized)
-            elif which == "XT":  # X̃ᵀ, blocks of cells
-                blocks = _BagBlocks(self.crow_t, self.col_t, self.shape[0], n_blocks, values=self.normalized,
-                                    source=self.perm)
-            else:  # "T": the transposed pattern for values given in the CSR order, blocks of cells
-                blocks = _BagBlocks(self.crow_t, self.col_t, self.shape[0], n_blocks, source=self.perm)
-            self._blocks[key] = blocks
-        return self._blocks[key]
+        """The cells x genes pattern holding ``values`` (CSR order), as a torch CSR tensor."""
+        return self.pattern.csr(values)
 
     def mm(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``A @ dense`` (cells x width) for the cells x genes pattern holding ``values`` (CSR order)."""
-        return bag_mm(self.crow, self.col, values, dense)
+        return self.pattern.mm(values, dense)
 
     def mm_t(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``Aᵀ @ dense`` (genes x width) for ``A`` the pattern holding ``values`` (CSR order)."""
-        nbytes = values.numel() * values.element_size()
-        n_blocks = 1 if values.device.type != "cpu" else max(1, -(-nbytes // _TAKE_BLOCK_BYTES))
-        return self._bag_blocks("T", n_blocks).mm(dense, values)
+        return self.pattern.mm_t(values, dense)
 
     def input_mm(self, dense: torch.Tensor) -> torch.Tensor:
         """``X̃ @ dense`` for the normalised counts ``X̃`` (``dense``: genes x width)."""
-        return self._bag_blocks("X", _n_blocks(self.shape[1], dense.shape[1], dense.dtype, dense.device)).mm(dense)
+        return self.pattern.fixed_mm("normalized", self.normalized, dense)
 
     def input_t_mm(self, dense: torch.Tensor) -> torch.Tensor:
         """``X̃ᵀ @ dense`` (``dense``: cells x width)."""
-        return self._bag_blocks("XT", _n_blocks(self.shape[0], dense.shape[1], dense.dtype, dense.device)).mm(dense)
+        return self.pattern.fixed_mm_t("normalized", self.normalized, dense)
 
 
 def as_count_matrix(X, name: str = "X") -> np.ndarray | sp.csr_matrix:

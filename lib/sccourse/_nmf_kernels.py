@@ -12,11 +12,12 @@ is the same for dense and sparse input:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from ._sparse import CSRPair
 
 #: Division guard, as in scikit-learn's multiplicative updates (float32 machine epsilon).
 EPS = float(np.finfo(np.float32).eps)
@@ -77,37 +78,25 @@ class SparseData:
     sparse = True
 
     def __init__(self, X: sp.csr_matrix, dtype: torch.dtype, device: torch.device):
-        X = sp.csr_matrix(X)
-        X.sum_duplicates()
-        X.sort_indices()
-        X.eliminate_zeros()
+        X = CSRPair.canonical(X)
         M, N = X.shape
         self.shape = (M, N)
         self.device = device
         self.dtype = dtype
-        # transpose with a permutation mapping the CSR data order onto the CSR-of-transpose order
-        order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
-        XT = sp.csr_matrix(order.T)
-        XT.sort_indices()
-        perm = XT.data.astype(np.int64)
-        # CSR index arrays in int32 when they fit: torch's CSR x dense product (MKL on the CPU, cuSPARSE on
-        # CUDA) is markedly faster with 32-bit indices than with 64-bit ones, and than scipy's product
-        itype = torch.int32 if max(X.nnz, M, N) < 2**31 - 1 else torch.int64
-        self.crow = torch.as_tensor(X.indptr, dtype=itype, device=device)
-        self.col = torch.as_tensor(X.indices, dtype=itype, device=device)
-        self.crow_t = torch.as_tensor(XT.indptr, dtype=itype, device=device)
-        self.col_t = torch.as_tensor(XT.indices, dtype=itype, device=device)
+        self.pattern = CSRPair.from_scipy(X, device=device)
         self.data = torch.as_tensor(X.data, dtype=dtype, device=device)
-        self.data_t = self.data.index_select(0, torch.as_tensor(perm, device=device))  # X's values in the transpose's CSR order
-        self.Xc = self._csr(self.data)
-        self.Xtc = self._csr_t(self.data_t)
+        self.data_t = self.pattern.transposed_values(self.data)  # X's values in the transpose's CSR order
+        self.Xc = self.pattern.csr(self.data)
+        self.Xtc = self.pattern.csr_t(self.data_t)
         self.sum_x = _fsum(self.data)
         self.sum_x2 = float(torch.sum(self.data.double() ** 2))
         self.sum_xlogx = _fsum(self.data * torch.log(self.data))
         # (WH) at the non-zeros, in either CSR order: dense row blocks + a gather when X is not very sparse,
         # per-non-zero row/column gathers otherwise
         self.blockwise = X.nnz / max(M * N, 1) > 0.02
-        self._csr_arrays = {False: (X.indptr, X.indices, N), True: (XT.indptr, XT.indices, M)}
+        p = self.pattern
+        self._csr_arrays = {False: (X.indptr, X.indices, N),
+                            True: (p.crow_t.cpu().numpy(), p.col_t.cpu().numpy(), M)}
         self._layouts: dict = {}  # built on first use (only the Poisson updates need them)
 
     def _layout(self, indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> dict:
@@ -125,19 +114,6 @@ class SparseData:
             a, b = int(indptr[r0]), int(indptr[r1])
             blocks.append((r0, r1, a, b, (row[a:b] - r0) * n_cols + col[a:b]))
         return {"blocks": blocks}
-
-    def _csr(self, values):
-        """X's sparsity pattern with ``values`` (CSR data order): M x N."""
-        with warnings.catch_warnings():  # torch calls its CSR support "beta"; we only use construction and @
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
-
-    def _csr_t(self, values):
-        """The transpose's sparsity pattern (N x M) with ``values`` in the transpose's CSR order."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow_t, self.col_t, values, self.shape[::-1],
-                                           check_invariants=False)
 
     @staticmethod
     def _mm(A, B: torch.Tensor) -> torch.Tensor:
@@ -180,10 +156,10 @@ class SparseData:
         return vals, xlog
 
     def r_ht(self, vals, H):
-        return self._mm(self._csr(vals), H.T)
+        return self._mm(self.pattern.csr(vals), H.T)
 
     def wt_r(self, W, vals):
-        return self._mm(self._csr_t(vals), W).T
+        return self._mm(self.pattern.csr_t(vals), W).T
 
 
 def _flush_subnormal_(T: torch.Tensor) -> torch.Tensor:
