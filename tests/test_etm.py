@@ -310,8 +310,12 @@ def test_minibatch_training_reduces_loss():
     assert hist["nll"].iloc[-3:].mean() < hist["nll"].iloc[:3].mean()
 
 
-def test_same_seed_same_numbers_on_cpu():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_same_seed_same_numbers_on_cpu(sparse):
     counts, _, _ = planted_topics(n_cells=120, n_genes=40, n_topics=3, seed=2)
+    if sparse:  # thin the counts until most are zero: the non-zero-only kernels are the ones run
+        counts = counts * (np.random.default_rng(0).random(counts.shape) < 0.3)
+    assert (etm.prepare(counts, device="cpu").sparse is not None) == sparse
     runs = []
     for seed in (3, 3, 4):
         model = etm.ETM(40, 3, emb_dim=8, hidden=16, seed=seed)
@@ -429,9 +433,10 @@ def test_zero_count_cells_are_handled():
 # GPU: same numbers as the CPU
 # --------------------------------------------------------------------------------------
 @pytest.mark.gpu
-def test_cuda_matches_cpu():
+@pytest.mark.parametrize("rate", [3.0, 0.5])
+def test_cuda_matches_cpu(rate):
     rng = np.random.default_rng(7)
-    X = rng.poisson(3.0, size=(40, 25))
+    X = rng.poisson(rate, size=(40, 25))  # rate 0.5: mostly zeros, the sparse kernels
     noise = torch.tensor(rng.normal(size=(40, 3)))
     out = {}
     for dev in ("cpu", "cuda"):
@@ -441,7 +446,7 @@ def test_cuda_matches_cpu():
         nll, kl = model.elbo_terms(data, noise=noise.to(dev))
         (nll + kl).backward()
         out[dev] = (nll.item(), kl.item(), model.alpha.grad.cpu().numpy(), model.rho.grad.cpu().numpy(),
-                    etm.get_theta(model, X))
+                    model.encoder[0].weight.grad.cpu().numpy(), etm.get_theta(model, X))
     for a, b in zip(out["cpu"], out["cuda"]):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
