@@ -1,4 +1,5 @@
-"""Numerical kernels behind :mod:`sccourse.etm`: input preparation and the fused mixture likelihood."""
+"""Numerical kernels behind :mod:`sccourse.etm`: input preparation, the encoder's input layer over the
+non-zeros, and the fused mixture likelihood."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class ETMData:
         Cell names when the data came from an AnnData, else None.
     sparse
         The counts' non-zeros (:class:`SparseCounts`) when at most half the entries are non-zero, else None;
-        the likelihood then works on the non-zeros only.
+        training then runs the encoder's first layer and the likelihood over the non-zeros only.
     """
 
     counts: torch.Tensor
