@@ -168,6 +168,7 @@ def test_mask_dropout_keeps_each_entry_with_probability_one_minus_p():
     assert torch.equal(drop(x), y)  # same seed, same mask
     drop.eval()
     assert torch.equal(drop(x), x)
+    assert torch.equal(MaskDropout(1.0)(x), torch.zeros_like(x))  # everything dropped, no division by zero
 
 
 def test_gaussian_kl_matches_torch_distributions():

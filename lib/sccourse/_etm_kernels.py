@@ -111,6 +111,8 @@ class MaskDropout(torch.nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if self.p >= 1.0:
+            return torch.zeros_like(x)
         keep = torch.rand_like(x) >= self.p
         return x * keep * (1.0 / (1.0 - self.p))
 

@@ -28,6 +28,7 @@ def bag_mm(offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, d
     Row ``i`` of the result is ``Σ_j values_j · dense[indices_j]`` over ``j`` in ``offsets[i]:offsets[i+1]``:
     exactly :func:`torch.nn.functional.embedding_bag` in ``sum`` mode with per-entry weights, whose
     vectorised CPU kernel gathers whole rows of ``dense`` (several times faster than torch's CSR product).
+    The result carries no gradient: the callers are autograd Functions that form their own.
     """
     # detached: no autograd bookkeeping (callers are autograd Functions that form their own gradients)
     return torch.nn.functional.embedding_bag(indices, dense.detach(), offsets, mode="sum",
@@ -85,7 +86,7 @@ class CSRPair:
     (``crow_t``, ``col_t``), and ``perm``, which maps the CSR value order onto the transpose's.
 
     Index arrays are 32-bit when they fit (torch's sparse and bag kernels run faster on them). Values live
-    with the callers; the products take them in the CSR order.
+    with the callers; the products take them in the CSR order and, like :func:`bag_mm`, carry no gradient.
     """
 
     def __init__(self, crow, col, crow_t, col_t, perm, shape):
@@ -152,12 +153,14 @@ class CSRPair:
         return self.blocks("T", nb).mm(dense, values)
 
     def fixed_mm(self, key, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``A @ dense`` for fixed ``values`` (CSR order; ``key`` names them), blocked by columns of ``A``."""
+        """``A @ dense`` for fixed ``values`` (CSR order), blocked by columns of ``A``. ``key`` names the values:
+        the blocks made on the first call are reused for every later call with the same key."""
         nb = n_blocks(self.shape[1] * dense.shape[1] * dense.element_size(), BAG_BLOCK_BYTES, dense.device)
         return self.blocks(("A", key), nb, values=values).mm(dense)
 
     def fixed_mm_t(self, key, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``Aᵀ @ dense`` for fixed ``values`` (CSR order; ``key`` names them), blocked by rows of ``A``."""
+        """``Aᵀ @ dense`` for fixed ``values`` (CSR order, named by ``key`` as in :meth:`fixed_mm`), blocked
+        by rows of ``A``."""
         nb = n_blocks(self.shape[0] * dense.shape[1] * dense.element_size(), BAG_BLOCK_BYTES, dense.device)
         return self.blocks(("AT", key), nb, values=values).mm(dense)
 
