@@ -150,29 +150,29 @@ class CSRPair:
         """``Aᵀ @ dense`` (cols x width) for ``A`` the pattern holding ``values`` (CSR order); the values
         are gathered into the transpose's order block by block of rows of ``A``."""
         nb = n_blocks(values.numel() * values.element_size(), TAKE_BLOCK_BYTES, values.device)
-        return self.blocks("T", nb).mm(dense, values)
+        return self.blocks(transposed=True, n_blocks=nb).mm(dense, values)
 
     def fixed_mm(self, key, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``A @ dense`` for fixed ``values`` (CSR order), blocked by columns of ``A``. ``key`` names the values:
         the blocks made on the first call are reused for every later call with the same key."""
         nb = n_blocks(self.shape[1] * dense.shape[1] * dense.element_size(), BAG_BLOCK_BYTES, dense.device)
-        return self.blocks(("A", key), nb, values=values).mm(dense)
+        return self.blocks(transposed=False, n_blocks=nb, key=key, values=values).mm(dense)
 
     def fixed_mm_t(self, key, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``Aᵀ @ dense`` for fixed ``values`` (CSR order, named by ``key`` as in :meth:`fixed_mm`), blocked
         by rows of ``A``."""
         nb = n_blocks(self.shape[0] * dense.shape[1] * dense.element_size(), BAG_BLOCK_BYTES, dense.device)
-        return self.blocks(("AT", key), nb, values=values).mm(dense)
+        return self.blocks(transposed=True, n_blocks=nb, key=key, values=values).mm(dense)
 
-    def blocks(self, which, n_blocks: int, *, values=None) -> BagBlocks:
-        """The cached :class:`BagBlocks` named ``which``: ``("A", key)`` for ``A`` with fixed ``values``,
-        ``("AT", key)`` for ``Aᵀ`` with fixed ``values``, ``"T"`` for ``Aᵀ`` with values given per product
-        (all values in the CSR order of ``A``)."""
-        key = (which, n_blocks)
-        if key not in self._blocks:
-            if which != "T" and which[0] == "A":
-                b = BagBlocks(self.crow, self.col, self.shape[1], n_blocks, values=values)
-            else:
+    def blocks(self, *, transposed: bool, n_blocks: int, key=None, values=None) -> BagBlocks:
+        """The cached :class:`BagBlocks` of ``A`` (``transposed=False``) or ``Aᵀ``, holding the fixed
+        ``values`` named ``key`` (values in the CSR order of ``A``), or none (``key=None``: the values come
+        with every product)."""
+        cache_key = (transposed, key, n_blocks)
+        if cache_key not in self._blocks:
+            if transposed:
                 b = BagBlocks(self.crow_t, self.col_t, self.shape[0], n_blocks, values=values, source=self.perm)
-            self._blocks[key] = b
-        return self._blocks[key]
+            else:
+                b = BagBlocks(self.crow, self.col, self.shape[1], n_blocks, values=values)
+            self._blocks[cache_key] = b
+        return self._blocks[cache_key]
