@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 
 from sccourse import datasets, etm
-from sccourse._etm_kernels import gaussian_kl, mixture_loglik
+from sccourse._etm_kernels import gaussian_kl, logit_loglik, mixture_loglik
 
 
 def planted_topics(n_cells=500, n_genes=150, n_topics=4, *, seed=0, concentration=0.2):
@@ -196,6 +196,62 @@ def test_batch_bias_likelihood_matches_numpy():
     np.testing.assert_allclose(got, np.sum(X * np.log(p)), rtol=1e-12)
 
 
+@pytest.mark.parametrize(("n_batches", "rate"), [(1, 3.0), (2, 3.0), (2, 0.4)])
+def test_logit_mixing_likelihood_matches_scipy(n_batches, rate):
+    """mixing="logit": log p(x_n) = Σ_g x_ng log softmax_g(θ_n α ρᵀ + b_{s_n}) (rate 0.4: the sparse path)."""
+    rng = np.random.default_rng(8)
+    model = tiny_model(n_genes=10, n_topics=3, n_batches=n_batches, mixing="logit").double()
+    if n_batches > 1:
+        with torch.no_grad():
+            model.batch_bias.copy_(torch.tensor(rng.normal(size=(n_batches, 10))))
+    theta = rng.dirichlet(np.ones(3), size=9)
+    X = rng.poisson(rate, size=(9, 10)).astype(float)
+    X[4] = 0
+    batch = np.arange(9) % n_batches
+    data = etm.prepare(X, batch=batch, device="cpu", dtype=torch.float64)
+    assert (data.sparse is not None) == (rate < 1.0)
+    got = model.log_likelihood(torch.tensor(theta), data.counts, data.batch, sparse=data.sparse).item()
+    logits = theta @ model.alpha.detach().numpy() @ model.rho.detach().numpy().T
+    if n_batches > 1:
+        logits = logits + model.batch_bias.detach().numpy()[batch]
+    np.testing.assert_allclose(got, np.sum(X * log_softmax(logits, axis=1)), rtol=1e-12)
+
+
+def test_gradcheck_logit_loglik():
+    g = torch.Generator().manual_seed(9)
+    theta = torch.rand(6, 3, generator=g, dtype=torch.float64).requires_grad_()
+    logits = torch.randn(3, 8, generator=g, dtype=torch.float64).requires_grad_()
+    bias = torch.randn(2, 8, generator=g, dtype=torch.float64).requires_grad_()
+    batch = torch.tensor([0, 1, 1, 0, 1, 0])
+    X = torch.poisson(torch.full((6, 8), 2.0, dtype=torch.float64), generator=g)
+    assert torch.autograd.gradcheck(lambda t, b, c: logit_loglik(t, b, X, bias=c, batch=batch),
+                                    (theta, logits, bias), eps=1e-6, atol=1e-5)
+    with pytest.raises(ValueError, match="batch code"):
+        logit_loglik(theta, logits, X, bias=bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 2000.0])
+def test_logit_loglik_large_logits(dtype, scale):
+    """Logits far beyond exp's range (scale 2000) take the max-shifted path: same value and gradient as
+    scipy's log_softmax and its analytic gradient, nothing infinite."""
+    rng = np.random.default_rng(12)
+    theta = rng.dirichlet(np.full(3, 0.5), size=7)
+    logits = scale * rng.normal(size=(3, 9))
+    X = rng.poisson(2.0, size=(7, 9)).astype(float)
+    t = torch.tensor(theta, dtype=dtype, requires_grad=True)
+    b = torch.tensor(logits, dtype=dtype, requires_grad=True)
+    ll = logit_loglik(t, b, torch.tensor(X, dtype=dtype))
+    ll.backward()
+    eta = theta @ logits
+    want = np.sum(X * log_softmax(eta, axis=1))
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(ll.item(), want, rtol=rtol)
+    resid = X - X.sum(axis=1, keepdims=True) * softmax(eta, axis=1)  # ∂/∂η
+    np.testing.assert_allclose(b.grad.numpy(), theta.T @ resid, rtol=rtol, atol=rtol * scale * 10)
+    np.testing.assert_allclose(t.grad.numpy(), resid @ logits.T, rtol=rtol, atol=rtol * scale * 100)
+
+
 def test_beta_is_softmax_of_embeddings():
     model = tiny_model()
     w = etm.topic_gene_weights(model)
@@ -215,14 +271,17 @@ def test_gradcheck_mixture_loglik():
     assert torch.autograd.gradcheck(lambda t, b: mixture_loglik(t, b, X), (theta, beta), eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize(("n_batches", "rate"), [(1, 3.0), (2, 3.0), (1, 0.5)])
-def test_gradcheck_full_loss(n_batches, rate):
+@pytest.mark.parametrize(("n_batches", "rate", "mixing"), [
+    (1, 3.0, "probability"), (2, 3.0, "probability"), (1, 0.5, "probability"),
+    (2, 3.0, "logit"), (2, 0.5, "logit"),
+])
+def test_gradcheck_full_loss(n_batches, rate, mixing):
     """Gradient of nll + 0.7 kl w.r.t. encoder and decoder parameters, fixed reparameterisation noise
     (rate 0.5: most counts are zero, so the sparse encoder and likelihood paths are the ones checked)."""
     rng = np.random.default_rng(5)
     X = rng.poisson(rate, size=(8, 12))
     X[2] = 0  # a zero-count cell takes part too
-    model = tiny_model(dropout=0.0, n_batches=n_batches, seed=1).double()
+    model = tiny_model(dropout=0.0, n_batches=n_batches, mixing=mixing, seed=1).double()
     if n_batches > 1:
         with torch.no_grad():
             model.batch_bias.normal_()
@@ -304,6 +363,25 @@ def test_recovers_planted_topics(planted_fit):
     assert matched_correlations(est_theta, theta).min() >= 0.9
 
 
+def test_logit_mixing_recovers_planted_topics():
+    """Counts drawn from the logit-space model (x_n ~ Multinomial(lib_n, softmax(θ_n B))): a fit with
+    mixing="logit" finds each topic's gene distribution softmax(B_k) and the cells' proportions."""
+    rng = np.random.default_rng(11)
+    n_cells, n_genes, k = 500, 150, 4
+    block = n_genes // k
+    logits = rng.normal(0.0, 0.3, size=(k, n_genes))
+    for t in range(k):
+        logits[t, t * block:(t + 1) * block] += rng.gamma(4.0, 0.5, size=block)
+    theta = rng.dirichlet(np.full(k, 0.2), size=n_cells)
+    counts = rng.multinomial(rng.integers(800, 2500, size=n_cells), softmax(theta @ logits, axis=1))
+    model = etm.ETM(n_genes, k, emb_dim=32, hidden=64, mixing="logit", seed=0)
+    hist = etm.train_etm(model, counts, epochs=250, lr=1e-2, kl_warmup=60, device="cpu", seed=0, progress=False)
+    assert hist["neg_elbo"].iloc[-10:].mean() < hist["neg_elbo"].iloc[:10].mean()
+    corr = matched_correlations(etm.topic_gene_weights(model).to_numpy(), softmax(logits, axis=1).T)
+    assert corr.min() >= 0.9, corr
+    assert matched_correlations(etm.get_theta(model, counts), theta).min() >= 0.9
+
+
 def test_minibatch_training_reduces_loss():
     counts, _, _ = planted_topics(n_cells=300, n_genes=60, n_topics=3, seed=1)
     model = etm.ETM(60, 3, emb_dim=16, hidden=32)
@@ -370,6 +448,7 @@ def test_fit_etm_writes_anndata(tmp_path):
     np.testing.assert_allclose(adata.varm["etm_beta"].sum(axis=0), 1.0, rtol=1e-5)
     assert etm.topic_gene_weights(model).index.tolist() == list(adata.var_names)
     assert adata.uns["etm"]["n_batches"] == 2 and len(hist) == 20
+    assert adata.uns["etm"]["mixing"] == "probability"
     adata.write_h5ad(tmp_path / "fit.h5ad")  # everything written can be saved
 
 
@@ -409,6 +488,8 @@ def test_gene_count_mismatch_and_bad_options():
         etm.train_etm(model, np.ones((4, 12)), lr=-1, device="cpu", progress=False)
     with pytest.raises(ValueError, match="n_topics"):
         etm.ETM(10, 0)
+    with pytest.raises(ValueError, match="mixing must be one of"):
+        etm.ETM(10, 2, mixing="log")
     with pytest.raises(ValueError, match="batch has 3 entries"):
         etm.prepare(np.ones((4, 12)), batch=["a", "b", "c"], device="cpu")
     two = tiny_model(n_genes=12, n_batches=2)
@@ -434,14 +515,15 @@ def test_zero_count_cells_are_handled():
 # GPU: same numbers as the CPU
 # --------------------------------------------------------------------------------------
 @pytest.mark.gpu
+@pytest.mark.parametrize("mixing", etm.MIXINGS)
 @pytest.mark.parametrize("rate", [3.0, 0.5])
-def test_cuda_matches_cpu(rate):
+def test_cuda_matches_cpu(rate, mixing):
     rng = np.random.default_rng(7)
     X = rng.poisson(rate, size=(40, 25))  # rate 0.5: mostly zeros, the sparse kernels
     noise = torch.tensor(rng.normal(size=(40, 3)))
     out = {}
     for dev in ("cpu", "cuda"):
-        model = tiny_model(n_genes=25, dropout=0.0, seed=2).double().to(dev)
+        model = tiny_model(n_genes=25, dropout=0.0, mixing=mixing, seed=2).double().to(dev)
         model.train()
         data = etm.prepare(X, device=dev, dtype=torch.float64)
         nll, kl = model.elbo_terms(data, noise=noise.to(dev))

@@ -12,7 +12,8 @@ import torch
 
 from ._sparse import CSRPair
 
-__all__ = ["ETMData", "GeneLinear", "MaskDropout", "SparseCounts", "as_count_matrix", "gaussian_kl", "mixture_loglik"]
+__all__ = ["ETMData", "GeneLinear", "MaskDropout", "SparseCounts", "as_count_matrix", "gaussian_kl", "logit_loglik",
+           "mixture_loglik"]
 
 
 @dataclasses.dataclass
@@ -124,19 +125,23 @@ class SparseCounts:
     #: the sparse likelihood is used when at most this fraction of the entries are non-zero
     MAX_DENSITY = 0.5
 
-    def __init__(self, pattern: CSRPair, values: torch.Tensor, normalized: torch.Tensor):
+    def __init__(self, pattern: CSRPair, values: torch.Tensor, normalized: torch.Tensor, library: torch.Tensor):
         self.pattern, self.values, self.normalized = pattern, values, normalized
+        self.library = library  # per-cell totals Σ_g x_ng
         self.shape = pattern.shape
 
     @classmethod
     def from_scipy(cls, X, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
         X = CSRPair.canonical(X)
-        lib = np.repeat(np.asarray(X.sum(axis=1)).ravel(), np.diff(X.indptr))  # > 0 wherever a value is stored
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        lib = np.repeat(totals, np.diff(X.indptr))  # > 0 wherever a value is stored
         return cls(CSRPair.from_scipy(X, device=device), torch.as_tensor(X.data, dtype=dtype, device=device),
-                   torch.as_tensor(X.data / lib, dtype=dtype, device=device))
+                   torch.as_tensor(X.data / lib, dtype=dtype, device=device),
+                   torch.as_tensor(totals, dtype=dtype, device=device))
 
     def to(self, device: torch.device, dtype: torch.dtype) -> SparseCounts:
-        return SparseCounts(self.pattern.to(device), self.values.to(device, dtype), self.normalized.to(device, dtype))
+        return SparseCounts(self.pattern.to(device), self.values.to(device, dtype), self.normalized.to(device, dtype),
+                            self.library.to(device, dtype))
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """The cells x genes pattern holding ``values`` (CSR order), as a torch CSR tensor."""
@@ -275,6 +280,85 @@ def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor
     if sparse is not None:
         return _SparseMixtureLogLik.apply(theta, beta, sparse)
     return _MixtureLogLik.apply(theta, beta, counts)
+
+
+class _LogitLogLik(torch.autograd.Function):
+    """``Σ_n Σ_g x_ng log softmax_g(η_n)`` with ``η_n = θ_n B + b_{s_n}``, in row chunks.
+
+    ``Σ_g x_ng log softmax_g(η_n) = Σ_g x_ng η_ng − N_n log z_n`` with ``N_n = Σ_g x_ng`` and
+    ``z_n = Σ_g exp(η_ng)``. Per chunk of cells: ``η`` (one GEMM), ``Σ x η``, then ``exp(η)`` in place, and
+    ``R = X − N_n softmax(η_n)`` gives the gradients ``∂/∂θ = R Bᵀ``, ``∂/∂B = θᵀ R`` and
+    ``∂/∂b_s = Σ_{n∈s} R_n``, formed while the chunk is in cache (the backward pass scales them).
+
+    No max is subtracted when bounds show that ``exp`` is safe: every row's max lies between
+    ``θ_n · mean_g B_kg`` and ``θ_n · max_g B_kg`` (θ rows are non-negative and sum to 1; plus the bias's
+    mean and max), and when both stay within ``± ½ log(dtype max)`` no ``exp`` overflows and no row's sum
+    underflows. Otherwise each row's max is subtracted first (``log z`` is then taken of the shifted sum).
+    """
+
+    @staticmethod
+    def forward(ctx, theta, logits, bias, counts, batch, library):
+        need_theta, need_logits = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_bias = bias is not None and ctx.needs_input_grad[2]
+        n, g = counts.shape
+        if library is None:
+            library = counts.sum(dim=1)
+        limit = 0.5 * math.log(torch.finfo(theta.dtype).max)
+        upper, lower = theta @ logits.amax(dim=1), theta @ logits.mean(dim=1)
+        if bias is not None:
+            upper = upper + bias.amax(dim=1)[batch]
+            lower = lower + bias.mean(dim=1)[batch]
+        shift = bool(n) and bool((upper.amax() > limit) | (lower.amin() < -limit))
+        total = theta.new_zeros(())
+        grad_theta = torch.empty_like(theta) if need_theta else None
+        grad_logits = torch.zeros_like(logits) if need_logits else None
+        grad_bias = torch.zeros_like(bias) if need_bias else None
+        step = max(1, _CHUNK_ELEMENTS // max(g, 1))
+        buf = theta.new_empty((min(step, n), g))
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            th, x, lib = theta[s:e], counts[s:e], library[s:e]
+            eta = torch.mm(th, logits, out=buf[: e - s])
+            if bias is not None:
+                eta += bias[batch[s:e]]
+            total += torch.dot(eta.view(-1), x.reshape(-1))
+            if shift:
+                top = eta.amax(dim=1, keepdim=True)
+                eta.sub_(top)
+                total -= torch.dot(lib, top.view(-1))
+            expd = eta.exp_()
+            z = expd.sum(dim=1, keepdim=True)
+            total -= torch.dot(lib, torch.log(z).view(-1))
+            if need_theta or need_logits or need_bias:
+                r = torch.addcmul(x, expd, lib[:, None] / z, value=-1.0, out=expd)  # X − N softmax(η)
+                if need_theta:
+                    torch.mm(r, logits.t(), out=grad_theta[s:e])
+                if need_logits:
+                    grad_logits.addmm_(th.t(), r)
+                if need_bias:
+                    grad_bias.index_add_(0, batch[s:e], r)
+        ctx.save_for_backward(grad_theta, grad_logits, grad_bias)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grads = [None if t is None else t * grad_out for t in ctx.saved_tensors]
+        return grads[0], grads[1], grads[2], None, None, None
+
+
+def logit_loglik(theta: torch.Tensor, logits: torch.Tensor, counts: torch.Tensor, *,
+                 bias: torch.Tensor | None = None, batch: torch.Tensor | None = None,
+                 library: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed categorical log-likelihood ``Σ_n Σ_g x_ng log softmax_g(θ_n B + b_{s_n})`` (topics mixed in
+    logit space, as scETM's decoder does).
+
+    ``theta``: cells x topics, rows on the simplex; ``logits``: ``B = α ρᵀ`` (topics x genes); ``bias``:
+    optional batches x genes ``b`` with ``batch`` the cells' batch codes; ``library``: the cells' totals
+    ``Σ_g x_ng`` when already known.
+    """
+    if bias is not None and batch is None:
+        raise ValueError("bias needs the batch code of every cell")
+    return _LogitLogLik.apply(theta, logits, bias, counts, batch, library)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

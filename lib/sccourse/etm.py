@@ -7,11 +7,13 @@ genes ``β_k = softmax_g(α_k · ρ_g)`` built from a topic embedding ``α`` (K 
 
 .. math::  \log p(x_n \mid θ_n) = \sum_g x_{ng} \log (θ_n β)_g
 
-(categorical over genes, raw counts). An encoder MLP on the library-size-normalised counts
+(categorical over genes, raw counts): topics mixed in probability space, the default. ``mixing="logit"``
+mixes them in logit space instead, as the scETM package does: ``log p(x_n | θ_n) = Σ_g x_ng log softmax_g(θ_n α ρᵀ)``.
+An encoder MLP on the library-size-normalised counts
 ``x_n / Σ_g x_ng`` (one hidden layer, batch norm, dropout) gives ``q(δ_n) = N(μ_n, σ_n²)``; training
 maximises the ELBO ``E_q[log p(x_n | θ_n)] − w · KL(q(δ_n) || N(0, I))`` with a KL weight ``w`` warmed up
 linearly from 0. With several batches a per-batch gene bias ``b_s`` multiplies the mixture:
-``p_ng ∝ (θ_n β)_g · exp(b_{s_n g})``.
+``p_ng ∝ (θ_n β)_g · exp(b_{s_n g})`` (logit mixing: ``p_n = softmax(θ_n α ρᵀ + b_{s_n})``).
 
 Public API: :class:`ETM`, :func:`prepare`, :func:`train_step`, :func:`kl_schedule`, :func:`train_etm`,
 :func:`get_theta`, :func:`topic_gene_weights`, :func:`top_genes`, :func:`fit_etm`.
@@ -34,6 +36,7 @@ from ._etm_kernels import (
     MaskDropout,
     as_count_matrix,
     gaussian_kl,
+    logit_loglik,
     mixture_loglik,
     sparse_input_linear,
     to_tensors,
@@ -42,6 +45,7 @@ from ._etm_kernels import (
 __all__ = [
     "ETM",
     "ETMData",
+    "MIXINGS",
     "adam",
     "ari_over_seeds",
     "fit_etm",
@@ -75,12 +79,18 @@ def _check_float(name: str, value, *, minimum: float = 0.0, strict: bool = False
 # --------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------
+#: how the decoder mixes topics: in probability space (θ β) or in logit space (softmax(θ α ρᵀ))
+MIXINGS = ("probability", "logit")
+
+
 class ETM(nn.Module):
     r"""scETM-style embedded topic model.
 
     Encoder: ``x_n / Σ_g x_ng → Linear(G, hidden) → ReLU → BatchNorm → Dropout → (μ_n, log σ_n²)``;
     ``θ_n = softmax(δ_n)`` with ``δ_n = μ_n + σ_n ε``. Decoder: ``β = softmax_genes(α ρᵀ)``, cell ``n``'s gene
-    distribution ``θ_n β`` (times ``exp(b_s)``, renormalised, when ``n_batches > 1``).
+    distribution ``θ_n β`` (times ``exp(b_s)``, renormalised, when ``n_batches > 1``); with
+    ``mixing="logit"`` it is ``softmax_genes(θ_n α ρᵀ + b_s)`` instead (a cell of one pure topic ``k`` still
+    has distribution ``β_k``).
 
     Parameters
     ----------
@@ -96,6 +106,9 @@ class ETM(nn.Module):
         Number of experimental batches; > 1 adds a trainable per-batch gene bias ``b`` (n_batches x G).
     dropout
         Dropout probability after the hidden layer (training only).
+    mixing
+        ``"probability"`` (``θ β``, the course's model) or ``"logit"`` (``softmax(θ α ρᵀ)``, the scETM
+        package's decoder; ``benchmarks/README-etm.md`` compares the two).
     gene_names
         Optional gene names (length ``n_genes``), used by :func:`topic_gene_weights`.
     seed
@@ -103,7 +116,8 @@ class ETM(nn.Module):
     """
 
     def __init__(self, n_genes: int, n_topics: int = 16, *, emb_dim: int = 400, hidden: int = 128,
-                 n_batches: int = 1, dropout: float = 0.1, gene_names=None, seed: int = 0):
+                 n_batches: int = 1, dropout: float = 0.1, mixing: str = "probability", gene_names=None,
+                 seed: int = 0):
         super().__init__()
         self.n_genes = _check_int("n_genes", n_genes, 2)
         self.n_topics = _check_int("n_topics", n_topics, 1)
@@ -112,6 +126,9 @@ class ETM(nn.Module):
         self.n_batches = _check_int("n_batches", n_batches, 1)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+        self.mixing = mixing
         seed = _check_int("seed", seed, 0)
         if gene_names is not None:
             gene_names = [str(g) for g in gene_names]
@@ -153,14 +170,19 @@ class ETM(nn.Module):
 
     def log_likelihood(self, theta: torch.Tensor, counts: torch.Tensor, batch: torch.Tensor | None = None,
                        *, sparse=None) -> torch.Tensor:
-        r"""Summed ``Σ_n Σ_g x_ng log p_ng`` with ``p_n = θ_n β`` (times ``exp(b_{s_n})``, renormalised).
+        r"""Summed ``Σ_n Σ_g x_ng log p_ng`` with ``p_n = θ_n β`` (times ``exp(b_{s_n})``, renormalised), or
+        ``p_n = softmax(θ_n α ρᵀ + b_{s_n})`` with ``mixing="logit"``.
 
-        ``sparse``: the non-zeros of ``counts`` (``ETMData.sparse``), to evaluate only those terms."""
+        ``sparse``: the non-zeros of ``counts`` (``ETMData.sparse``), for the terms that need only those."""
+        if self.batch_bias is not None and batch is None:
+            raise ValueError(f"this model has {self.n_batches} batches: pass the batch of every cell")
+        if self.mixing == "logit":
+            logits = (self.rho @ self.alpha.t()).t()  # α ρᵀ in the faster GEMM layout (a transposed view)
+            library = sparse.library if sparse is not None else None
+            return logit_loglik(theta, logits, counts, bias=self.batch_bias, batch=batch, library=library)
         beta = self.beta()
         ll = mixture_loglik(theta, beta, counts, sparse)
         if self.batch_bias is not None:
-            if batch is None:
-                raise ValueError(f"this model has {self.n_batches} batches: pass the batch of every cell")
             b = self.batch_bias
             # Σ_n x_n · b_{s_n}  −  Σ_n lib_n log Σ_g (θ_n β)_g exp(b_{s_n g})
             per_batch = torch.zeros_like(b).index_add_(0, batch, counts)  # S x G count totals
@@ -196,7 +218,7 @@ class ETM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"n_genes={self.n_genes}, n_topics={self.n_topics}, emb_dim={self.emb_dim}, "
-                f"hidden={self.hidden}, n_batches={self.n_batches}")
+                f"hidden={self.hidden}, n_batches={self.n_batches}, mixing={self.mixing!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -517,7 +539,8 @@ def top_genes(weights: pd.DataFrame, n: int = 5) -> pd.DataFrame:
 
 
 def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: str | None = None,
-            emb_dim: int = 400, hidden: int = 128, dropout: float = 0.1, epochs: int = 1000,
+            emb_dim: int = 400, hidden: int = 128, dropout: float = 0.1, mixing: str = "probability",
+            epochs: int = 1000,
             batch_size: int | None = None, lr: float = 5e-3, weight_decay: float = 1.2e-6,
             kl_weight: float = 1.0, kl_warmup: int = 300, eval_every: int = 50, eval_fn=None,
             key_added: str = "X_etm", device="auto", seed: int = 0, progress: bool = True):
@@ -541,7 +564,7 @@ def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: s
     dev = get_device(device)
     data = prepare(adata, layer=layer, batch_key=batch_key, device=dev)
     model = ETM(data.n_genes, n_topics, emb_dim=emb_dim, hidden=hidden, n_batches=data.n_batches,
-                dropout=dropout, gene_names=list(adata.var_names), seed=seed)
+                dropout=dropout, mixing=mixing, gene_names=list(adata.var_names), seed=seed)
     history = train_etm(model, data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                         kl_weight=kl_weight, kl_warmup=kl_warmup, eval_every=eval_every, eval_fn=eval_fn,
                         device=dev, seed=seed, progress=progress)
@@ -549,7 +572,7 @@ def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: s
     adata.obsm[key_added] = theta
     adata.obsm[key_added + "_delta"] = mu
     adata.varm["etm_beta"] = topic_gene_weights(model).to_numpy()
-    settings = {"n_topics": int(n_topics), "emb_dim": int(emb_dim), "hidden": int(hidden),
+    settings = {"n_topics": int(n_topics), "emb_dim": int(emb_dim), "hidden": int(hidden), "mixing": mixing,
                 "n_batches": int(data.n_batches), "batch_key": batch_key, "layer": layer, "epochs": int(epochs),
                 "lr": float(lr), "kl_weight": float(kl_weight), "kl_warmup": int(kl_warmup), "seed": int(seed),
                 "final_neg_elbo": float(history["neg_elbo"].iloc[-1])}
@@ -572,7 +595,7 @@ def ari_over_seeds(X, labels, *, n_topics: int = 16, seeds=(0, 1, 2), epochs: in
     labels
         Reference cell labels (length = cells).
     options
-        Passed on: ``emb_dim``, ``hidden``, ``dropout`` to :class:`ETM`; the rest (``lr``, ``kl_warmup``, ...)
+        Passed on: ``emb_dim``, ``hidden``, ``dropout``, ``mixing`` to :class:`ETM`; the rest (``lr``, ``kl_warmup``, ...)
         to :func:`train_etm`.
 
     Returns
@@ -585,7 +608,7 @@ def ari_over_seeds(X, labels, *, n_topics: int = 16, seeds=(0, 1, 2), epochs: in
     seeds = [_check_int("seed", s, 0) for s in seeds]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
-    model_opts = {k: options.pop(k) for k in ("emb_dim", "hidden", "dropout") if k in options}
+    model_opts = {k: options.pop(k) for k in ("emb_dim", "hidden", "dropout", "mixing") if k in options}
     dev = get_device(device)
     data = prepare(X, batch=batch, layer=layer, batch_key=batch_key, device=dev)
     if len(labels) != data.n_cells:
