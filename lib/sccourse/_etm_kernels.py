@@ -122,13 +122,23 @@ class SparseCounts:
     """The non-zeros of a cells x genes count matrix: their pattern (:class:`~sccourse._sparse.CSRPair`), the
     raw counts ``values`` and the normalised ``x_ng / Σ_g x_ng`` (both in the pattern's CSR order)."""
 
-    #: the sparse likelihood is used when at most this fraction of the entries are non-zero
+    #: the non-zeros are kept (and the encoder's first layer runs on them) when at most this fraction of
+    #: the entries are non-zero
     MAX_DENSITY = 0.5
+    #: the probability-space likelihood runs on the non-zeros at most at this density; above it the chunked
+    #: dense kernel is faster (crossover measured on the benchmark matrix: benchmarks/README-etm.md)
+    LIKELIHOOD_MAX_DENSITY = 0.15
 
     def __init__(self, pattern: CSRPair, values: torch.Tensor, normalized: torch.Tensor, library: torch.Tensor):
         self.pattern, self.values, self.normalized = pattern, values, normalized
         self.library = library  # per-cell totals Σ_g x_ng
         self.shape = pattern.shape
+
+    @property
+    def density(self) -> float:
+        """Fraction of the entries that are non-zero."""
+        n, g = self.shape
+        return self.values.numel() / max(n * g, 1)
 
     @classmethod
     def from_scipy(cls, X, *, device: torch.device, dtype: torch.dtype) -> SparseCounts:
@@ -282,6 +292,44 @@ def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor
     return _MixtureLogLik.apply(theta, beta, counts)
 
 
+def _logit_pass(theta, logits, bias, counts, batch, library, need, *, shift: bool):
+    """One chunked pass of :class:`_LogitLogLik`: ``(total, (∂θ, ∂B, ∂b), z)`` with ``z`` the per-cell sums
+    of ``exp(η)`` (of ``exp(η − max η)`` with ``shift``)."""
+    n, g = counts.shape
+    need_theta, need_logits, need_bias = need
+    total = theta.new_zeros(())
+    grad_theta = torch.empty_like(theta) if need_theta else None
+    grad_logits = torch.zeros_like(logits) if need_logits else None
+    grad_bias = torch.zeros_like(bias) if need_bias else None
+    z_all = theta.new_empty(n)
+    n_chunks = max(1, -(-n * g // _CHUNK_ELEMENTS))
+    step = max(1, -(-n // n_chunks))  # equal chunks
+    buf = theta.new_empty((min(step, n), g))
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        th, x, lib = theta[s:e], counts[s:e], library[s:e]
+        eta = torch.mm(th, logits, out=buf[: e - s])
+        if bias is not None:
+            eta += bias[batch[s:e]]
+        total += torch.dot(eta.view(-1), x.reshape(-1))
+        if shift:
+            top = eta.amax(dim=1, keepdim=True)
+            eta.sub_(top)
+            total -= torch.dot(lib, top.view(-1))
+        expd = eta.exp_()
+        z = torch.sum(expd, dim=1, out=z_all[s:e])
+        total -= torch.dot(lib, torch.log(z))
+        if need_theta or need_logits or need_bias:
+            r = torch.addcmul(x, expd, (lib / z)[:, None], value=-1.0, out=expd)  # X − N softmax(η)
+            if need_theta:
+                torch.mm(r, logits.t(), out=grad_theta[s:e])
+            if need_logits:
+                grad_logits.addmm_(th.t(), r)
+            if need_bias:
+                grad_bias.index_add_(0, batch[s:e], r)
+    return total, (grad_theta, grad_logits, grad_bias), z_all
+
+
 class _LogitLogLik(torch.autograd.Function):
     """``Σ_n Σ_g x_ng log softmax_g(η_n)`` with ``η_n = θ_n B + b_{s_n}``, in row chunks.
 
@@ -290,54 +338,21 @@ class _LogitLogLik(torch.autograd.Function):
     ``R = X − N_n softmax(η_n)`` gives the gradients ``∂/∂θ = R Bᵀ``, ``∂/∂B = θᵀ R`` and
     ``∂/∂b_s = Σ_{n∈s} R_n``, formed while the chunk is in cache (the backward pass scales them).
 
-    No max is subtracted when bounds show that ``exp`` is safe: every row's max lies between
-    ``θ_n · mean_g B_kg`` and ``θ_n · max_g B_kg`` (θ rows are non-negative and sum to 1; plus the bias's
-    mean and max), and when both stay within ``± ½ log(dtype max)`` no ``exp`` overflows and no row's sum
-    underflows. Otherwise each row's max is subtracted first (``log z`` is then taken of the shifted sum).
+    No max is subtracted first: when every ``z_n`` comes out finite and above ``exp(−½ log(dtype max))``,
+    no ``exp`` overflowed and each row's largest terms are normal numbers, so the result is as accurate as
+    the shifted one. Otherwise (huge logits) the pass is redone with each row's max subtracted.
     """
 
     @staticmethod
     def forward(ctx, theta, logits, bias, counts, batch, library):
-        need_theta, need_logits = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_bias = bias is not None and ctx.needs_input_grad[2]
-        n, g = counts.shape
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
         if library is None:
             library = counts.sum(dim=1)
-        limit = 0.5 * math.log(torch.finfo(theta.dtype).max)
-        upper, lower = theta @ logits.amax(dim=1), theta @ logits.mean(dim=1)
-        if bias is not None:
-            upper = upper + bias.amax(dim=1)[batch]
-            lower = lower + bias.mean(dim=1)[batch]
-        shift = bool(n) and bool((upper.amax() > limit) | (lower.amin() < -limit))
-        total = theta.new_zeros(())
-        grad_theta = torch.empty_like(theta) if need_theta else None
-        grad_logits = torch.zeros_like(logits) if need_logits else None
-        grad_bias = torch.zeros_like(bias) if need_bias else None
-        step = max(1, _CHUNK_ELEMENTS // max(g, 1))
-        buf = theta.new_empty((min(step, n), g))
-        for s in range(0, n, step):
-            e = min(s + step, n)
-            th, x, lib = theta[s:e], counts[s:e], library[s:e]
-            eta = torch.mm(th, logits, out=buf[: e - s])
-            if bias is not None:
-                eta += bias[batch[s:e]]
-            total += torch.dot(eta.view(-1), x.reshape(-1))
-            if shift:
-                top = eta.amax(dim=1, keepdim=True)
-                eta.sub_(top)
-                total -= torch.dot(lib, top.view(-1))
-            expd = eta.exp_()
-            z = expd.sum(dim=1, keepdim=True)
-            total -= torch.dot(lib, torch.log(z).view(-1))
-            if need_theta or need_logits or need_bias:
-                r = torch.addcmul(x, expd, lib[:, None] / z, value=-1.0, out=expd)  # X − N softmax(η)
-                if need_theta:
-                    torch.mm(r, logits.t(), out=grad_theta[s:e])
-                if need_logits:
-                    grad_logits.addmm_(th.t(), r)
-                if need_bias:
-                    grad_bias.index_add_(0, batch[s:e], r)
-        ctx.save_for_backward(grad_theta, grad_logits, grad_bias)
+        floor = math.exp(-0.5 * math.log(torch.finfo(theta.dtype).max))
+        total, grads, z = _logit_pass(theta, logits, bias, counts, batch, library, need, shift=False)
+        if z.numel() and not bool(torch.isfinite(z).all() & (z.amin() >= floor)):
+            total, grads, z = _logit_pass(theta, logits, bias, counts, batch, library, need, shift=True)
+        ctx.save_for_backward(*grads)
         return total
 
     @staticmethod

@@ -34,6 +34,7 @@ from ._etm_kernels import (
     ETMData,
     GeneLinear,
     MaskDropout,
+    SparseCounts,
     as_count_matrix,
     gaussian_kl,
     logit_loglik,
@@ -181,6 +182,8 @@ class ETM(nn.Module):
             library = sparse.library if sparse is not None else None
             return logit_loglik(theta, logits, counts, bias=self.batch_bias, batch=batch, library=library)
         beta = self.beta()
+        if sparse is not None and sparse.density > SparseCounts.LIKELIHOOD_MAX_DENSITY:
+            sparse = None  # the dense chunked kernel is the faster one here
         ll = mixture_loglik(theta, beta, counts, sparse)
         if self.batch_bias is not None:
             b = self.batch_bias
@@ -324,7 +327,8 @@ def train_step(model: ETM, optimizer: torch.optim.Optimizer, data: ETMData, *, k
     dict
         Floats ``neg_elbo`` (``nll + kl``, per cell), ``nll``, ``kl``, ``loss`` (the weighted objective).
     """
-    model.train()
+    if not all(m.training for m in model.modules()):
+        model.train()
     optimizer.zero_grad(set_to_none=True)
     nll, kl = model.elbo_terms(data)
     loss = nll + kl_weight * kl
