@@ -177,7 +177,7 @@ def test_blocked_sparse_and_dense_objectives_agree(small_problem):
 
 
 # ----------------------------------------------------------------------------- EE
-@pytest.mark.parametrize("optimizer, dtype, rel", [("spectral", torch.float32, 1e-5), ("gd", torch.float32, 1e-5),
+@pytest.mark.parametrize("optimizer, dtype, rel", [("spectral", torch.float32, 1e-4), ("gd", torch.float32, 1e-4),
                                                     ("spectral", torch.float64, 1e-10)])
 def test_objective_decreases_monotonically(blobs, optimizer, dtype, rel):
     Y, _ = blobs
@@ -189,7 +189,8 @@ def test_objective_decreases_monotonically(blobs, optimizer, dtype, rel):
     assert np.all(np.diff(obj) <= 1e-15 * np.abs(obj[:-1]))
     assert obj[-1] < obj[0]
     # the reported objective is the objective of the returned embedding (float64 evaluation, independent
-    # of the working precision), to that precision
+    # of the working precision), to that precision: float32 evaluations carry up to a few 1e-5 of rounding
+    # here (the embedding is ~100 wide), while one iteration earlier the objective differs by ~4e-4
     assert ee.ee_objective(m.embedding_, m.Wpos_, 10.0, device="cpu") == pytest.approx(obj[-1], rel=rel)
     assert m.objective_ == obj[-1]
 

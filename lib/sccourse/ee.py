@@ -418,7 +418,8 @@ class ElasticEmbedding:
     embedding_ : ndarray (N × d)
     history_ : DataFrame with ``iteration``, ``objective``, ``step``, ``time_s`` (seconds since the start
         of the optimisation, affinities excluded); objectives as evaluated in ``dtype`` (float32: within about
-        10⁻⁶ relative of the float64 value)
+        10⁻⁴ relative of the float64 value — the squared distances ``|x_n|² + |x_m|² − 2 x_n·x_m`` lose digits
+        to cancellation once the embedding is much wider than its neighbour distances)
     objective_ : float, the last objective in ``history_``
     Wpos_ : scipy.sparse.csr_matrix, the attractive weights used
     n_iter_ : int
