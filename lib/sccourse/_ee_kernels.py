@@ -301,6 +301,7 @@ def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True
     n, d = X.shape
     grad = torch.zeros_like(X) if need_grad else None
     total = torch.zeros((), dtype=torch.float64, device=X.device)
+    floor = math.log(torch.finfo(X.dtype).tiny) + 1.0  # exp(floor) = e x the smallest normal number
     for i0 in range(0, n, tile):
         i1 = min(n, i0 + tile)
         Xi = X[i0:i1]
@@ -312,7 +313,9 @@ def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True
                     Kt.addcmul_(Xi[:, c:c + 1], XT[c:c + 1, j0:j1], value=2.0)
             else:
                 Kt.addmm_(Xi, XT[:, j0:j1], alpha=2.0)
-            Kt.exp_()
+            # exp is many times slower where its result underflows: far pairs get exp(floor), a normal
+            # number below 3e-38 (float32) that leaves every sum unchanged at working precision
+            Kt.clamp_min_(floor).exp_()
             w = weight_tile(i0, i1, j0, j1)
             Kt.mul_(w)
             diagonal = i0 == j0
