@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
@@ -64,3 +65,52 @@ def test_bad_input_is_rejected():
         qc.qc_metrics(neg)
     with pytest.raises(ValueError, match="target_sum"):
         qc.normalize_log1p(ad.AnnData(sp.csr_matrix(np.ones((2, 2)))), target_sum=0)
+
+
+def test_explicitly_stored_zeros_are_not_detected_genes():
+    # 60 cells, 20 genes with counts, plus 10 explicitly stored zeros per cell
+    rng = np.random.default_rng(0)
+    rows, cols, vals = [], [], []
+    for c in range(60):
+        genes = rng.choice(40, size=30, replace=False)
+        rows += [c] * 30
+        cols += list(genes)
+        vals += [int(v) for v in rng.integers(1, 5, size=20)] + [0] * 10
+    X = sp.csr_matrix((np.asarray(vals, dtype=float), (rows, cols)), shape=(60, 40))
+    assert X.nnz == 60 * 30  # the zeros are stored
+    adata = ad.AnnData(X)
+    adata.var_names = [f"g{i}" for i in range(40)]
+    table = qc.qc_metrics(adata)
+    np.testing.assert_array_equal(table["n_genes_by_counts"], np.full(60, 20))
+    np.testing.assert_array_equal(adata.var["n_cells_by_counts"], (X.toarray() > 0).sum(axis=0))
+    # two cells reduced to 19 real genes fail min_genes=20, whatever their stored zeros
+    vals2 = list(vals)
+    vals2[0] = vals2[30] = 0  # the first (positive) entry of cells 0 and 1 becomes a stored zero
+    X2 = sp.csr_matrix((np.asarray(vals2, dtype=float), (rows, cols)), shape=(60, 40))
+    assert X2.nnz == X.nnz
+    kept = qc.filter_cells_genes(ad.AnnData(X2, var=adata.var[[]].copy()), min_genes=20, max_genes=None,
+                                 max_pct_mt=None, min_cells=0)
+    assert kept.n_obs == 58
+
+
+def test_cell_gene_masks_boundaries():
+    counts = np.zeros((4, 6))
+    counts[0, :2] = 1  # 2 genes
+    counts[1, :3] = 1  # 3 genes
+    counts[2, :4] = 1  # 4 genes
+    counts[3, :3] = 5
+    adata = ad.AnnData(sp.csr_matrix(counts))
+    adata.var_names = [f"g{i}" for i in range(6)]
+    keep, gkeep = qc.cell_gene_masks(adata, min_genes=3, max_genes=4, max_pct_mt=None, min_cells=2)
+    np.testing.assert_array_equal(keep, [False, True, False, True])  # 3 <= genes < 4
+    np.testing.assert_array_equal(gkeep, [True, True, True, False, False, False])
+
+
+def test_top_genes_by_fraction_ranks_by_share_not_by_count():
+    X = sp.csr_matrix(np.array([[1.0, 0.0, 1.0], [3.0, 1.0, 0.0], [10.0, 990.0, 0.0], [0.0, 0.0, 0.0]]))
+    adata = ad.AnnData(X)
+    adata.var_names = ["a", "b", "c"]
+    assert qc.top_genes_by_fraction(adata, n=3) == ["a", "b", "c"]
+    assert list(np.asarray(X.mean(axis=0)).ravel().argsort()[::-1][:1]) == [1]  # by mean count "b" would lead
+    with pytest.raises(ValueError, match="positive integer"):
+        qc.top_genes_by_fraction(adata, n=0)

@@ -66,23 +66,34 @@ class Notebook:
             cell.metadata["nbgrader"] = self._meta(grade_id, grade=False, solution=False, locked=True)
         self.nb.cells.append(cell)
 
-    def code(self, text: str, *, grade_id: str | None = None, tags: list[str] | None = None) -> None:
-        """Plain code cell (ungraded); read-only when ``grade_id`` is given."""
+    def _auto_id(self, kind: str) -> str:
+        n = sum(1 for i in self._ids if i.startswith(f"{kind}-")) + 1
+        return f"{kind}-{n:02d}"
+
+    def code(self, text: str, *, grade_id: str | None = None, tags: list[str] | None = None,
+             locked: bool = True) -> None:
+        """Plain code cell (ungraded). Read-only by default: nbgrader restores it before grading, so the narrative
+        a test cell relies on cannot be changed by a submission. ``locked=False`` leaves it editable (a playground)."""
         cell = nbformat.v4.new_code_cell(_src(text))
-        if grade_id:
-            cell.metadata["nbgrader"] = self._meta(grade_id, grade=False, solution=False, locked=True)
+        if locked:
+            cell.metadata["nbgrader"] = self._meta(grade_id or self._auto_id("code"), grade=False, solution=False,
+                                                   locked=True)
         if tags:
             cell.metadata["tags"] = list(tags)
         self.nb.cells.append(cell)
 
     def parameters(self, **values) -> None:
-        """The papermill ``parameters`` cell (needs at least ``seed``, ``device`` and ``quick``)."""
+        """The papermill ``parameters`` cell (needs at least ``seed``, ``device`` and ``quick``), read-only.
+
+        Students switch to the quick version with ``SCCOURSE_QUICK=1`` (or ``sccourse check --quick``); at
+        grading time the instructor's mode wins (``sccourse.grading.mode``, called in the set-up cell)."""
         missing = {"seed", "device", "quick"} - set(values)
         if missing:
             raise ValueError(f"parameters cell needs {sorted(missing)}")
-        lines = ["# Parameters (papermill may override these; quick=True runs a smaller version in < 1 min)"]
+        lines = ["# Parameters (read-only). quick = True runs a smaller version in about a minute: start JupyterLab",
+                 "# with SCCOURSE_QUICK=1 for it. At grading time the instructor's choice is used."]
         lines += [f"{k} = {v!r}" for k, v in values.items()]
-        self.code("\n".join(lines), tags=[PARAMETERS_TAG])
+        self.code("\n".join(lines), tags=[PARAMETERS_TAG], grade_id="parameters")
 
     def solution(self, text: str, *, grade_id: str) -> None:
         """Autograded answer cell: the code between ``### BEGIN/END SOLUTION`` is removed on release."""
@@ -93,9 +104,17 @@ class Notebook:
         cell.metadata["nbgrader"] = self._meta(grade_id, grade=False, solution=True, locked=False)
         self.nb.cells.append(cell)
 
-    def written(self, text: str, *, grade_id: str, points: float) -> None:
-        """Manually graded free-text answer (markdown)."""
-        body = _src(text)
+    def question(self, text: str, *, grade_id: str | None = None) -> None:
+        """Read-only markdown cell (a question, or text a test relies on)."""
+        self.md(text, grade_id=grade_id or self._auto_id("question"))
+
+    def written(self, question: str, answer: str, rubric: str, *, grade_id: str, points: float) -> None:
+        """A manually graded written answer: the question in a read-only cell, then the answer cell.
+
+        The source answer cell holds a model answer and the rubric (points per criterion); the release replaces
+        it with "YOUR ANSWER HERE", so students see the question and an empty answer."""
+        self.question(question, grade_id=f"{grade_id}_question")
+        body = (f"**Model answer.** {_src(answer)}\n\n**Rubric ({points:g} points).**\n{_src(rubric)}")
         cell = nbformat.v4.new_markdown_cell(body)
         cell.metadata["nbgrader"] = self._meta(grade_id, grade=True, solution=True, locked=False, points=points)
         self.nb.cells.append(cell)

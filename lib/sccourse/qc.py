@@ -23,6 +23,12 @@ def _check_counts(adata: ad.AnnData) -> None:
         raise ValueError("adata.X must hold non-negative, finite raw counts")
 
 
+def _detected(X: sp.csr_matrix, *, axis: int) -> np.ndarray:
+    """Number of entries > 0 per row (axis=1) or column (axis=0); explicitly stored zeros do not count."""
+    present = sp.csr_matrix(((X.data > 0).astype(np.int64), X.indices, X.indptr), shape=X.shape)
+    return np.asarray(present.sum(axis=axis)).ravel().astype(np.int64)
+
+
 def mito_genes(var_names, *, prefix: str | tuple[str, ...] = ("MT-", "mt-")) -> np.ndarray:
     """Boolean mask of mitochondrial genes (names starting with ``prefix``; human ``MT-``, mouse ``mt-``)."""
     return np.asarray(pd.Index(var_names).astype(str).str.startswith(prefix if isinstance(prefix, tuple) else (prefix,)), dtype=bool)
@@ -39,7 +45,7 @@ def qc_metrics(adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-"
     _check_counts(adata)
     X = sp.csr_matrix(adata.X)
     total = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
-    detected = np.diff(X.indptr) if X.has_canonical_format else np.asarray((X > 0).sum(axis=1)).ravel()
+    detected = _detected(X, axis=1)
     mt = mito_genes(adata.var_names, prefix=mito_prefix)
     mt_total = np.asarray(X[:, mt].sum(axis=1)).ravel() if mt.any() else np.zeros_like(total)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -49,9 +55,26 @@ def qc_metrics(adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-"
     if inplace:
         for col in df:
             adata.obs[col] = df[col]
-        adata.var["n_cells_by_counts"] = np.asarray((X > 0).sum(axis=0)).ravel()
+        adata.var["n_cells_by_counts"] = _detected(X, axis=0)
         adata.var["mt"] = mt
     return df
+
+
+def cell_gene_masks(adata: ad.AnnData, *, min_genes: int = 200, max_genes: int | None = 2500,
+                    max_pct_mt: float | None = 5.0, min_cells: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks ``(keep_cells, keep_genes)``: cells with ``min_genes ≤ genes detected < max_genes`` and
+    ``pct_counts_mt < max_pct_mt``, then genes detected (count > 0) in at least ``min_cells`` of the kept cells."""
+    _check_counts(adata)
+    if min_genes < 0 or min_cells < 0:
+        raise ValueError(f"min_genes and min_cells must be non-negative, got {min_genes} and {min_cells}")
+    qc = qc_metrics(adata, inplace=False)
+    keep = qc["n_genes_by_counts"].to_numpy() >= min_genes
+    if max_genes is not None:
+        keep &= qc["n_genes_by_counts"].to_numpy() < max_genes
+    if max_pct_mt is not None:
+        keep &= qc["pct_counts_mt"].to_numpy() < max_pct_mt
+    gkeep = _detected(sp.csr_matrix(adata.X)[keep], axis=0) >= min_cells
+    return keep, gkeep
 
 
 def filter_cells_genes(adata: ad.AnnData, *, min_genes: int = 200, max_genes: int | None = 2500,
@@ -61,21 +84,24 @@ def filter_cells_genes(adata: ad.AnnData, *, min_genes: int = 200, max_genes: in
 
     Returns a filtered copy; ``adata`` is left unchanged.
     """
-    _check_counts(adata)
-    if min_genes < 0 or min_cells < 0:
-        raise ValueError("min_genes and min_cells must be non-negative")
-    qc = qc_metrics(adata, inplace=False)
-    keep = qc["n_genes_by_counts"].to_numpy() >= min_genes
-    if max_genes is not None:
-        keep &= qc["n_genes_by_counts"].to_numpy() < max_genes
-    if max_pct_mt is not None:
-        keep &= qc["pct_counts_mt"].to_numpy() < max_pct_mt
-    out = adata[keep].copy()
-    X = sp.csr_matrix(out.X)
-    gkeep = np.asarray((X > 0).sum(axis=0)).ravel() >= min_cells
-    out = out[:, gkeep].copy()
+    keep, gkeep = cell_gene_masks(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
+                                  min_cells=min_cells)
+    out = adata[keep][:, gkeep].copy()
     qc_metrics(out, inplace=True)
     return out
+
+
+def top_genes_by_fraction(adata: ad.AnnData, *, n: int = 10) -> list[str]:
+    """The ``n`` genes with the largest mean share of a cell's counts, ``(1/N) Σ_c x_cg / Σ_g' x_cg'``,
+    largest first (cells without counts contribute 0)."""
+    _check_counts(adata)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    X = sp.csr_matrix(adata.X, dtype=np.float64)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    frac = sp.diags(np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)) @ X
+    order = np.argsort(-np.asarray(frac.mean(axis=0)).ravel(), kind="stable")[:n]
+    return [str(g) for g in adata.var_names[order]]
 
 
 def normalize_log1p(adata: ad.AnnData, *, target_sum: float = 1e4, layer: str = "counts") -> ad.AnnData:

@@ -51,6 +51,7 @@ _asarray = _np.asarray
 _GRADING = os.environ.get("SCCOURSE_GRADING") == "1"
 _MODE = os.environ.get("SCCOURSE_GRADING_MODE", "").strip().lower()
 _guard.snapshot(import_missing=False)
+_APPLIED: list[bool] = []  # the mode grading.mode() applied at grading time (the grading kernel keeps `quick` at it)
 
 
 def in_grading() -> bool:
@@ -62,12 +63,16 @@ def mode(quick: bool) -> bool:
     """The ``quick`` flag the notebook runs with.
 
     At grading time the instructor's choice (``SCCOURSE_GRADING_MODE``, set by ``nbgrader_config.py``) wins over
-    the notebook's parameters cell; otherwise ``quick`` is returned unchanged.
+    the notebook's parameters cell. Otherwise ``SCCOURSE_QUICK=1`` in the environment (how a student starts
+    JupyterLab for the quick version) turns quick mode on; else ``quick`` is returned unchanged.
     """
     if _GRADING and _MODE in ("quick", "full"):
         effective = _MODE == "quick"
         print(f"grading mode: {_MODE} (chosen by the instructor; the notebook's quick = {quick!r} is not used)")
+        _APPLIED[:] = [effective]
         return effective
+    if os.environ.get("SCCOURSE_QUICK", "").strip().lower() in ("1", "true", "yes"):
+        return True
     return bool(quick)
 
 

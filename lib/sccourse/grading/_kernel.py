@@ -57,8 +57,21 @@ def _scrub_history(ip) -> None:
             linecache.cache[name] = (len("".join(scrubbed)), None, scrubbed, name)
 
 
+def _keep_mode(ip) -> None:
+    """Once the set-up cell has applied the instructor's grading mode, `quick` stays at it."""
+    import sys
+
+    grading = sys.modules.get("sccourse.grading")
+    applied = getattr(grading, "_APPLIED", None)
+    if applied and ip.user_ns.get("quick", applied[0]) != applied[0]:
+        ip.user_ns["quick"] = applied[0]
+        print(f"{FLAG_PREFIX} notebook code changed `quick`; it was set back to the instructor's grading mode "
+              f"(quick = {applied[0]}) and the submission is flagged for review")
+
+
 def _after_cell(ip):
     def hook(result=None):
+        _keep_mode(ip)
         restored = _guard.restore()
         if restored:
             shown = ", ".join(restored[:8]) + (" ..." if len(restored) > 8 else "")

@@ -64,7 +64,7 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
 
     PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "LANG", "LC_ALL",
-                "TZ", "PYTHONHASHSEED", "MPLBACKEND")
+                "TZ", "PYTHONHASHSEED")
 
     def uid(self) -> int:
         """An unprivileged user id of this sandbox's own (so that process limits are not shared)."""
