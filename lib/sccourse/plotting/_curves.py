@@ -49,22 +49,38 @@ def monitor_perf(perf, *, objective: str = "objective", title: str | None = None
     ok = df[ari_col].notna()
     axes[1].plot(df.loc[ok, it_col], df.loc[ok, ari_col], color="C1", lw=1.5, marker="o" if ok.sum() < 30 else None)
     axes[1].set(xlabel="iteration", ylabel="ARI", title="ARI vs cell types", ylim=(min(0, df[ari_col].min()), 1))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _finish(fig, title=title, save=save)
 
 
 def compare_curves(curves: dict, *, xlabel: str = "iteration", ylabel: str = "ARI", title: str | None = None,
-                   save=None):
-    """Several named curves on one axis: ``{"NMF-SSE": (x, y), "NMF-Poisson": (x, y)}``."""
+                   logy: bool = False, save=None):
+    """Several named curves on one axis: ``{"NMF-SSE": (x, y), "NMF-Poisson": (x, y)}``.
+
+    The legend sits to the right of the axes, never over the curves; a curve with few points gets markers; integer
+    x values (iterations, epochs) get integer ticks.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not curves:
         raise ValueError("curves must hold at least one (x, y) pair")
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.2, 3.6), constrained_layout=True)
+    integer_x = True
     for label, (x, y) in curves.items():
-        ax.plot(np.asarray(x), np.asarray(y), label=label, lw=1.5)
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        ok = np.isfinite(y)
+        integer_x &= bool(np.all(x == np.round(x)))
+        ax.plot(x[ok], y[ok], label=label, lw=1.5, marker="o" if ok.sum() < 30 else None, ms=3.5)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _finish(fig, save=save)
