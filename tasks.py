@@ -6,6 +6,8 @@
     python3 tasks.py release [NAME]  # regenerate assignments/ from solutions/ (all, or one)
     python3 tasks.py setup           # only create/update the virtual environment
     python3 tasks.py bench TOPIC...  # benchmarks in .venv-bench/ (with the reference packages), see benchmarks/
+    python3 tasks.py student-bundle  # build/sccourse-student.zip: what students get (no solutions, no hidden tests)
+    python3 tasks.py grade NAME ...  # grade every collected submission of NAME in parallel (sccourse grade --help)
 
 Every command creates `.venv/` when it is missing (torch==2.13.0 first, then `pip install -e .[dev]`) and
 is safe to re-run: the environment is reinstalled only when pyproject.toml changes.
@@ -115,19 +117,92 @@ def test(args) -> int:
     return _in_venv(["-m", "pytest", *args])
 
 
+def grade(args) -> int:
+    return _in_venv(["-m", "sccourse.cli", "grade", *args])
+
+
+# What students receive: the released notebooks, the library, the data registry and the set-up. Never solutions/,
+# tests/ (hidden-test wrong answers live there), a gradebook, submissions or the instructor's tooling.
+STUDENT_FILES = ["assignments", "lib", "data/registry.json", "pyproject.toml", "environment.yml", "tasks.py"]
+STUDENT_EXCLUDE = {"__pycache__", ".ipynb_checkpoints", "*.egg-info", "*.pyc", "_authoring.py", "_course.py",
+                   "_mutations.py"}
+STUDENT_README = """# sccourse — student bundle
+
+```bash
+python3 tasks.py setup
+.venv/bin/jupyter lab assignments/
+```
+
+**`python3 tasks.py setup`** creates `.venv/` with everything the notebooks need (PyTorch CPU first, then the course
+library and JupyterLab); it needs only Python >= 3.11 and is safe to re-run. **The second command** opens JupyterLab on
+the assignments (use `SCCOURSE_QUICK=1` instead for the quick version: smaller data, about a minute per notebook).
+
+Open `assignments/<name>/<name>.ipynb`, answer the cells marked `# YOUR CODE HERE` (delete the
+`raise NotImplementedError()` line) and run the test cell below each. The visible tests tell you whether you are on
+track and enforce each question's rules (which library functions your answer may not call); hidden tests run when your
+instructor grades. Check a whole notebook from a terminal with
+`.venv/bin/sccourse check assignments/00_orientation/00_orientation.ipynb` (add `--quick` for the quick version).
+
+Data: the notebooks download public data sets on first use, or read them from the folder your instructor gives you:
+`export SCCOURSE_DATA_MIRROR=/path/to/data` before starting JupyterLab. `.venv/bin/sccourse data` lists what is found.
+"""
+
+
+def student_bundle(args) -> int:
+    """Write build/sccourse-student/ and build/sccourse-student.zip (what students get)."""
+    import fnmatch
+    import shutil
+    import zipfile
+
+    out = ROOT / "build" / "sccourse-student"
+    if not (ROOT / "assignments").is_dir():
+        print("no assignments/ folder: run `python3 tasks.py release` first", file=sys.stderr)
+        return 2
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    def ignored(_dir, names):
+        return [n for n in names if any(fnmatch.fnmatch(n, pat) for pat in STUDENT_EXCLUDE)]
+
+    for rel in STUDENT_FILES:
+        src = ROOT / rel
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=ignored)
+        else:
+            shutil.copy2(src, dest)
+    (out / "README.md").write_text(STUDENT_README)
+    archive = ROOT / "build" / "sccourse-student.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(out.rglob("*")):
+            if path.is_file():
+                zf.write(path, Path("sccourse-student") / path.relative_to(out))
+    n = sum(1 for p in out.rglob("*") if p.is_file())
+    print(f"student bundle: {out} ({n} files) and {archive}")
+    return 0
+
+
 def main(argv) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
         return 0
     cmd, rest = argv[0], argv[1:]
-    if cmd not in ("setup", "course", "test", "release", "bench"):
-        print(f"unknown command {cmd!r}; expected one of: course, test, release, setup, bench", file=sys.stderr)
+    commands = ("setup", "course", "test", "release", "bench", "student-bundle", "grade")
+    if cmd not in commands:
+        print(f"unknown command {cmd!r}; expected one of: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    if cmd in ("course", "test", "release", "grade") and not (ROOT / "solutions").is_dir():
+        print(f"`{cmd}` is an instructor command; this copy has no solutions/ (a student bundle?). "
+              "Students: `python3 tasks.py setup`, then `.venv/bin/jupyter lab assignments/`.", file=sys.stderr)
         return 2
     t0 = time.time()
     if cmd == "bench":
         rc = bench(rest)
         print(f"tasks.py bench: exit {rc} after {time.time() - t0:.0f} s", flush=True)
         return rc
+    if cmd == "student-bundle":
+        return student_bundle(rest)
     setup()
     if cmd == "setup":
         rc = 0
@@ -135,6 +210,8 @@ def main(argv) -> int:
         rc = course()
     elif cmd == "release":
         rc = release(rest)
+    elif cmd == "grade":
+        rc = grade(rest)
     else:
         rc = test(rest)
     print(f"tasks.py {cmd}: exit {rc} after {time.time() - t0:.0f} s", flush=True)
