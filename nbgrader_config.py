@@ -13,6 +13,13 @@ c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(c.CourseDirectory.root, "gradebook.db")
+# The exchange: where `nbgrader release_assignment` puts assignments for students to fetch, and where their
+# submissions and feedback travel. Created on first use, writable by everyone as nbgrader needs (students submit
+# into it). On a shared server point students' own nbgrader_config.py at the same folder (see the README).
+c.Exchange.root = os.environ.get("SCCOURSE_EXCHANGE") or os.path.join(c.CourseDirectory.root, "exchange")
+if not os.path.isdir(c.Exchange.root):
+    os.makedirs(c.Exchange.root, exist_ok=True)
+    os.chmod(c.Exchange.root, 0o777)
 # Each assignment folder holds the notebook only; the released copy is regenerated from it.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.part"]
 

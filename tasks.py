@@ -98,6 +98,7 @@ def _in_venv(args) -> int:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV)
+    env["SCCOURSE_COURSE_ROOT"] = str(ROOT)
     env.setdefault("MPLBACKEND", "Agg")
     return _run([PY, *args], env=env)
 

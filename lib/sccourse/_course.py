@@ -17,7 +17,8 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[2]
+# the course folder: tasks.py says which (the package may be installed from another checkout)
+ROOT = Path(os.environ.get("SCCOURSE_COURSE_ROOT") or Path(__file__).resolve().parents[2]).resolve()
 SOURCE = "solutions"
 RELEASE = "assignments"
 

@@ -79,7 +79,47 @@ def main(argv=None) -> int:
     c.add_argument("--quick", action="store_true", help="set quick = True in the parameters cell")
     d = sub.add_parser("data", help="list the datasets and where they are found")
     d.add_argument("--verbose", action="store_true")
+    g = sub.add_parser("grade", help="grade every collected submission of an assignment in parallel (Dask)",
+                       description="Grade every submission in submitted/<student>/NAME/ in its own sandbox, on a "
+                                   "local Dask cluster (one worker per core) or an existing one (--scheduler). "
+                                   "Re-running grades only new or changed submissions.")
+    g.add_argument("name", help="assignment name, e.g. 00_orientation")
+    g.add_argument("--course", default=".", help="course folder holding nbgrader_config.py (default: .)")
+    g.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
+    g.add_argument("--workers", type=int, help="workers of the local cluster (default: one per core)")
+    g.add_argument("--mode", choices=["quick", "full"], help="grading mode (default: nbgrader_config.py's)")
+    g.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    g.add_argument("--force", action="store_true", help="grade again even when the submission has not changed")
+    g.add_argument("--timeout", type=int, help="seconds per cell (default: nbgrader_config.py's Execute.timeout)")
+    g.add_argument("--unsandboxed", action="store_true",
+                   help="run student code without the sandbox (with your rights): only for trusted notebooks")
+    e = sub.add_parser("export", help="export grades: nbgrader CSV, Canvas CSV, Gradescope results.json")
+    e.add_argument("--course", default=".", help="course folder holding nbgrader_config.py (default: .)")
+    e.add_argument("--format", choices=["nbgrader", "canvas", "gradescope"], default="canvas")
+    e.add_argument("--out", help="output file (CSV) or folder (gradescope); default under exports/")
     args = parser.parse_args(argv)
+    if args.cmd == "grade":
+        from .grading import _engine
+
+        try:
+            rows = _engine.grade(args.name, course_root=args.course, scheduler=args.scheduler, workers=args.workers,
+                                 mode=args.mode, students=args.student, force=args.force,
+                                 sandbox=not args.unsandboxed, timeout=args.timeout)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            print(f"sccourse grade: {err}", file=sys.stderr)
+            return 2
+        _engine.print_table(rows)
+        return 1 if any(r["status"] == "failed" for r in rows) else 0
+    if args.cmd == "export":
+        from .grading import _export
+
+        try:
+            path = _export.export(args.format, course_root=args.course, out=args.out)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"sccourse export: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
+        return 0
     if args.cmd == "check":
         try:
             report = check(args.notebook, timeout=args.timeout, quick=True if args.quick else None)

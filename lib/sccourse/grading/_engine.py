@@ -1,0 +1,343 @@
+"""Class-scale grading on Dask: every collected submission in its own sandbox, in parallel, resumable.
+
+``sccourse grade NAME`` (or ``python3 tasks.py grade NAME``):
+
+- finds the submissions nbgrader collected (``submitted/<student>/<NAME>/``);
+- skips those already graded whose files have not changed since (the state lives in ``grading/<NAME>/state.json``),
+  so a run that crashed or was interrupted resumes where it stopped;
+- sends each remaining submission to a Dask worker: the worker builds a private copy of the course (configuration,
+  the assignment's source, a scratch copy of the gradebook, the submission), runs ``nbgrader autograde`` there (the
+  sandboxed kernel of :mod:`sccourse.grading._sandbox`) and returns the autograded notebook, its scores and flags;
+- only this process (the coordinator) writes the course: the autograded notebook, the JSON report and the grades in
+  the course gradebook, in one transaction per submission, so no worker can corrupt it;
+- a task whose worker dies is retried once; a submission that still fails is reported with the reason and the
+  others finish.
+
+By default the work runs on a :class:`distributed.LocalCluster` with one single-threaded worker process per core;
+``--scheduler tcp://host:8786`` uses an existing Dask cluster instead (Slurm through dask-jobqueue, Kubernetes or
+JupyterHub through dask-kubernetes or dask-gateway): its workers need the same Python environment (this package,
+nbgrader, bubblewrap) and the course data, nothing else — the course files travel with each task.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Course:
+    """The parts of an nbgrader course folder the engine needs."""
+
+    root: Path
+    source: str = "source"
+    submitted: str = "submitted"
+    autograded: str = "autograded"
+    db_path: Path | None = None
+    course_id: str = "course"
+
+    @classmethod
+    def load(cls, root: str | Path) -> Course:
+        """Read ``nbgrader_config.py`` of the course at ``root``."""
+        from traitlets.config.loader import PyFileConfigLoader
+
+        root = Path(root).resolve()
+        cfg_file = root / "nbgrader_config.py"
+        if not cfg_file.exists():
+            raise FileNotFoundError(f"{root} has no nbgrader_config.py: run `sccourse grade` from the course folder "
+                                    "or pass --course PATH")
+        cfg = PyFileConfigLoader(str(cfg_file), path=str(root)).load_config()
+        cd = cfg.get("CourseDirectory", {})
+        db_url = cd.get("db_url", f"sqlite:///{root / 'gradebook.db'}")
+        if not str(db_url).startswith("sqlite:///"):
+            raise ValueError(f"the grading engine needs a SQLite gradebook, found db_url={db_url!r}")
+        db = Path(str(db_url)[len("sqlite:///"):])
+        return cls(root=root, source=cd.get("source_directory", "source"),
+                   submitted=cd.get("submitted_directory", "submitted"),
+                   autograded=cd.get("autograded_directory", "autograded"),
+                   db_path=db if db.is_absolute() else root / db, course_id=cd.get("course_id", "course"))
+
+    def submissions(self, name: str) -> dict[str, Path]:
+        base = self.root / self.submitted
+        if not base.is_dir():
+            return {}
+        return {p.name: p / name for p in sorted(base.iterdir()) if (p / name).is_dir()}
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and ".ipynb_checkpoints" not in path.parts:
+            out[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return out
+
+
+def digest(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for rel, data in sorted(files.items()):
+        h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+@dataclass
+class Task:
+    """Everything one worker needs to grade one submission (sent over the network to remote workers)."""
+
+    name: str
+    student: str
+    config: bytes
+    source: dict[str, bytes]
+    gradebook: bytes
+    submission: dict[str, bytes]
+    mode: str
+    sandbox: bool
+    course_id: str = "course"
+    timeout: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def grade_one(task: Task) -> dict:
+    """Worker side: grade one submission in a private copy of the course; returns notebooks, scores and flags."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"sccourse-grade-{task.student}-") as tmp:
+        root = Path(tmp)
+        (root / "nbgrader_config.py").write_bytes(task.config)
+        for rel, data in task.source.items():
+            p = root / "solutions" / task.name / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        for rel, data in task.submission.items():
+            p = root / "submitted" / task.student / task.name / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        (root / "gradebook.db").write_bytes(task.gradebook)
+        db = f"sqlite:///{root / 'gradebook.db'}"
+        cmd = [sys.executable, "-m", "nbgrader", "autograde", task.name, "--student", task.student, "--create",
+               "--force", f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={db}",
+               "--CourseDirectory.source_directory=solutions", "--CourseDirectory.submitted_directory=submitted",
+               "--CourseDirectory.autograded_directory=autograded", f"--CourseDirectory.course_id={task.course_id}",
+               f"--SandboxedExecute.grading_mode={task.mode}",
+               f"--SandboxedExecute.sandbox={'True' if task.sandbox else 'False'}"]
+        if task.timeout:
+            cmd.append(f"--Execute.timeout={task.timeout}")
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+               "SCCOURSE_GRADING_MODE": task.mode, **task.env}
+        setup_s = time.perf_counter() - t0
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
+        run_s = time.perf_counter() - t0 - setup_s
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-12:]
+            raise RuntimeError(f"nbgrader autograde failed for {task.student}: " + " | ".join(tail))
+        from nbgrader.api import Gradebook
+
+        grades, comments = {}, {}
+        with Gradebook(db, course_id=task.course_id) as gb:
+            for nb in gb.find_assignment(task.name).notebooks:
+                sub = gb.find_submission_notebook(nb.name, task.name, task.student)
+                grades[nb.name] = [dict(name=g.name, auto_score=g.auto_score, max_score=g.max_score,
+                                        needs_manual_grade=g.needs_manual_grade) for g in sub.grades]
+                comments[nb.name] = {c.name: c.auto_comment for c in sub.comments}
+        out_dir = root / "autograded" / task.student / task.name
+        reports = {p.stem: json.loads(p.read_text()) for p in (root / "reports" / task.name).glob("*.json")}
+        flags = [f for r in reports.values() for f in r.get("flags", [])]
+        return dict(student=task.student, name=task.name, autograded=_files(out_dir), grades=grades,
+                    comments=comments, flags=flags, reports=reports, seconds=time.perf_counter() - t0,
+                    setup_seconds=setup_s, run_seconds=run_s, worker=os.uname().nodename)
+
+
+def merge(course: Course, result: dict, *, timestamp=None) -> float:
+    """Coordinator side: write one graded submission into the course (files, report, gradebook in one transaction).
+
+    Returns the seconds spent."""
+    from nbgrader.api import Gradebook
+
+    t0 = time.perf_counter()
+    name, student = result["name"], result["student"]
+    dest = course.root / course.autograded / student / name
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, data in result["autograded"].items():
+        p = tmp / _safe_rel(rel)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, dest)
+    reports = course.root / "reports" / name
+    reports.mkdir(parents=True, exist_ok=True)
+    for nb_name, report in result["reports"].items():
+        (reports / f"{student}.json").write_text(json.dumps(report, indent=1))
+    gb = Gradebook(f"sqlite:///{course.db_path}", course_id=course.course_id)
+    try:
+        gb.db.autoflush = False
+        gb.update_or_create_student(student)
+        gb.update_or_create_submission(name, student, **({"timestamp": timestamp} if timestamp else {}))
+        for nb_name, grades in result["grades"].items():
+            for g in grades:
+                grade = gb.find_grade(g["name"], nb_name, name, student)
+                grade.auto_score = g["auto_score"]
+                grade.needs_manual_grade = bool(g["needs_manual_grade"]) or grade.manual_score is not None
+            for cname, text in result["comments"].get(nb_name, {}).items():
+                comment = gb.find_comment(cname, nb_name, name, student)
+                comment.auto_comment = text
+        gb.db.commit()
+    except Exception:
+        gb.db.rollback()
+        raise
+    finally:
+        gb.close()
+    return time.perf_counter() - t0
+
+
+def _safe_rel(rel: str) -> str:
+    """Relative paths from a worker, refusing anything that would leave the destination folder."""
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or ".." in parts:
+        raise ValueError(f"refusing path {rel!r} from a worker")
+    return rel
+
+
+class State:
+    """Per-assignment record of what was graded from which submission files (``grading/<NAME>/state.json``)."""
+
+    def __init__(self, course: Course, name: str):
+        self.path = course.root / "grading" / name / "state.json"
+        self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def done(self, student: str, fingerprint: str) -> bool:
+        entry = self.data.get(student)
+        return bool(entry) and entry.get("digest") == fingerprint and entry.get("status") == "graded"
+
+    def record(self, student: str, **entry) -> None:
+        self.data[student] = entry
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".part")
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _client(scheduler: str | None, workers: int | None):
+    import dask
+    from distributed import Client, LocalCluster
+
+    # a task whose worker dies is tried on one more worker, then reported (not retried forever)
+    dask.config.set({"distributed.scheduler.allowed-failures": 1})
+    if scheduler:
+        return Client(scheduler), None
+    n = workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=40)
+    return Client(cluster), cluster
+
+
+def grade(name: str, *, course_root: str | Path = ".", scheduler: str | None = None, workers: int | None = None,
+          mode: str | None = None, students: list[str] | None = None, force: bool = False, sandbox: bool = True,
+          timeout: int | None = None, progress: bool = True) -> list[dict]:
+    """Grade every collected submission of assignment ``name``; returns one row per submission.
+
+    Rows: ``student``, ``status`` (graded / unchanged / failed), ``score``, ``max_score``, ``seconds``, ``flags``,
+    ``reason`` (for failures).
+    """
+    from distributed import as_completed
+    from nbgrader.api import Gradebook
+    from tqdm.auto import tqdm
+
+    course = Course.load(course_root)
+    if mode is None:
+        from traitlets.config.loader import PyFileConfigLoader
+
+        cfg = PyFileConfigLoader(str(course.root / "nbgrader_config.py"), path=str(course.root)).load_config()
+        mode = cfg.get("SandboxedExecute", {}).get("grading_mode", "full")
+    if mode not in ("quick", "full"):
+        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    if sandbox:
+        from ._sandbox import missing_tools
+
+        if missing_tools():
+            raise RuntimeError(f"refusing to grade without the sandbox: {', '.join(missing_tools())} not found "
+                               "(apt-get install bubblewrap), or pass --unsandboxed")
+    source_dir = course.root / course.source / name
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"no source folder {source_dir} for assignment {name!r}")
+    if not course.db_path.exists():
+        raise FileNotFoundError(f"no gradebook at {course.db_path}: run `python3 tasks.py release` first")
+    with Gradebook(f"sqlite:///{course.db_path}", course_id=course.course_id) as gb:
+        assignment = gb.find_assignment(name)  # raises MissingEntry with nbgrader's message
+        max_score = assignment.max_score
+    found = course.submissions(name)
+    if students:
+        missing = sorted(set(students) - set(found))
+        if missing:
+            raise ValueError(f"no collected submission of {name} for {missing}")
+        found = {s: found[s] for s in students}
+    state = State(course, name)
+    config = (course.root / "nbgrader_config.py").read_bytes()
+    source = _files(source_dir)
+    gradebook = course.db_path.read_bytes()
+    rows, todo = [], {}
+    for student, folder in found.items():
+        files = _files(folder)
+        fp = digest(files)
+        if not force and state.done(student, fp):
+            prev = state.data[student]
+            rows.append(dict(student=student, status="unchanged", score=prev.get("score"), max_score=max_score,
+                             seconds=0.0, flags=prev.get("flags", 0), reason=""))
+            continue
+        todo[student] = (fp, Task(name=name, student=student, config=config, source=source, gradebook=gradebook,
+                                  submission=files, mode=mode, sandbox=sandbox, timeout=timeout,
+                                  course_id=course.course_id))
+    if todo:
+        client, cluster = _client(scheduler, workers)
+        try:
+            futures = {client.submit(grade_one, task, key=f"grade-{name}-{student}-{fp[:12]}", retries=1,
+                                     pure=False): student for student, (fp, task) in todo.items()}
+            bar = tqdm(total=len(futures), desc=f"grading {name}", unit="submission", disable=not progress)
+            for future in as_completed(futures):
+                student = futures[future]
+                fp = todo[student][0]
+                try:
+                    result = future.result()
+                    merge_s = merge(course, result)
+                    score = sum((g["auto_score"] or 0.0) for gs in result["grades"].values() for g in gs)
+                    row = dict(student=student, status="graded", score=score, max_score=max_score,
+                               seconds=result["seconds"], flags=len(result["flags"]), reason="",
+                               overhead=result["setup_seconds"] + merge_s, worker=result["worker"])
+                    state.record(student, digest=fp, status="graded", score=score, flags=len(result["flags"]),
+                                 seconds=round(result["seconds"], 1), graded_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+                except Exception as err:  # noqa: BLE001  (report this submission, finish the others)
+                    reason = f"{type(err).__name__}: {err}"[:400]
+                    row = dict(student=student, status="failed", score=None, max_score=max_score, seconds=0.0,
+                               flags=0, reason=reason)
+                    state.record(student, digest=fp, status="failed", reason=reason)
+                rows.append(row)
+                bar.update(1)
+            bar.close()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return sorted(rows, key=lambda r: r["student"])
+
+
+def print_table(rows: list[dict], file=sys.stdout) -> None:
+    width = max([len("student")] + [len(r["student"]) for r in rows])
+    print(f"\n{'student':{width}s}  {'score':>7s}  {'max':>5s}  {'seconds':>7s}  {'flags':>5s}  status", file=file)
+    print("-" * (width + 48), file=file)
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:.1f}"
+        status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "")
+        print(f"{r['student']:{width}s}  {score:>7s}  {r['max_score']:5.1f}  {r['seconds']:7.1f}  {r['flags']:5d}  "
+              f"{status}", file=file)
+    done = sum(r["status"] == "graded" for r in rows)
+    failed = sum(r["status"] == "failed" for r in rows)
+    print(f"\n{done} graded, {sum(r['status'] == 'unchanged' for r in rows)} unchanged, {failed} failed", file=file)
