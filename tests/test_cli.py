@@ -45,7 +45,7 @@ def test_check_runs_visible_tests_only_and_flags_wrong_answers(orientation):
     assert report["qc_table_tests"]["status"] == "passed"
     assert report["normalize_tests"]["status"] == "passed"
     assert report["top_genes_tests"]["status"] == "failed"
-    assert "MALAT1" in report["top_genes_tests"]["message"]
+    assert "mean FRACTION" in report["top_genes_tests"]["message"]
     assert cli.main(["check", str(path), "--quick"]) == 1
 
 
