@@ -49,10 +49,20 @@ def test_pbmc3k(mirror, monkeypatch, tmp_path):
     assert "MALAT1" in a.var_names and "gene_ids" in a.var
 
 
-def test_baron_mouse_pancreas(mirror, monkeypatch, tmp_path):
+def test_baron_mouse_pancreas(mirror, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path))
-    with pytest.warns(UserWarning, match="mouse2 skipped"):
+    monkeypatch.setattr(datasets, "_SAID", set())
+    calls = []
+    monkeypatch.setattr(datasets, "_download", lambda *a, **k: calls.append(a))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default loads what is local, quietly: no warning, no download
         a = datasets.baron_mouse_pancreas()
+        datasets.baron_mouse_pancreas()
+    assert calls == []
+    out = capsys.readouterr()
+    assert out.out.count("loading mouse1 (found locally)") == 1 and out.err == ""  # said once, briefly
     _counts_ok(a)
     assert a.shape == (822, 14878) and int(a.X.sum()) == 3075159
     vc = a.obs["cell_type"].value_counts()
@@ -61,6 +71,11 @@ def test_baron_mouse_pancreas(mirror, monkeypatch, tmp_path):
     assert "Gcg" in a.var_names and "0610007P14Rik" in a.var_names  # R's X prefix removed
     with pytest.raises(ValueError, match="mice"):
         datasets.baron_mouse_pancreas(mice=("mouse3",))
+    monkeypatch.undo()
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(datasets, "_UNREACHABLE", {})
+    with pytest.warns(UserWarning, match="mouse2 skipped"):  # naming both mice asks for mouse 2 upstream
+        datasets.baron_mouse_pancreas(mice=("mouse1", "mouse2"))
 
 
 def test_pancreas_sets(mirror):
