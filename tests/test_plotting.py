@@ -34,3 +34,43 @@ def test_a_figure_function_writes_the_file_it_is_given(tmp_path):
     assert fig._suptitle.get_text() == "run"
     assert out.read_text().lstrip().startswith("<?xml")
     plt.close("all")
+
+
+def test_simulation_figures_name_terms_share_bins_and_compare_models():
+    import anndata as ad
+    from matplotlib.legend import Legend
+
+    from sccourse import simulate
+
+    rng = np.random.default_rng(0)
+    n = 400
+    obs = pd.DataFrame({"age": rng.normal(size=n), "dose": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)])
+    B = np.array([[1.0, 0.5, -0.3], [0.2, -0.4, 0.6]])
+    counts = simulate.sample_nb(np.exp(1 + obs.to_numpy() @ B), 2.0, seed=1)
+    adata = ad.AnnData(X=counts.astype(float), obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
+    sim = simulate.NegBinRegressionSimulator().fit(adata, "~ age + dose", device="cpu")
+    truth = pd.DataFrame(np.vstack([np.ones(3), B]), index=sim.params["beta"].index)
+    # legends name the design's columns, not "term 0"; a last panel puts the errors side by side
+    fig = plotting.plot_parameter_recovery({"beta": truth.to_numpy()}, {"beta": sim.params["beta"]})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["estimate = truth", "Intercept", "age", "dose"] and len(fig.axes) == 2
+    # several models in one mean-curve figure, one labelled line each
+    line = simulate.NegBinRegressionSimulator().fit(adata, "~ age", device="cpu")
+    fig = plotting.plot_mean_curves(adata, {"both": sim, "age only": line}, ["g0", "g2"], covariate="age")
+    assert [ln.get_label() for ln in fig.axes[0].lines] == ["both", "age only"]
+    assert any(isinstance(c, Legend) for c in fig.legends)
+    # real vs two synthetic sets: the library-size histograms share their bins, legends name the sets
+    synth = {"both": sim.sample(obs, seed=0), "age only": line.sample(obs, seed=0)}
+    fig = plotting.plot_real_vs_synthetic(adata, synth)
+    hist = fig.axes[2]
+    edges = [p.get_path().vertices[:, 0] for p in hist.patches]
+    assert len(edges) == 3 and all(np.allclose(np.unique(e), np.unique(edges[0])) for e in edges)
+    assert hist.get_xscale() == "log" and hist.get_xlim()[1] < 10 * counts.sum(1).max()
+    assert {t.get_text().split(" (")[0] for t in hist.get_legend().get_texts()} == {"real", "both", "age only"}
+    ratio_labels = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
+    assert any(t.startswith("both:") for t in ratio_labels) and any(t.startswith("age only:") for t in ratio_labels)
+    # the NB pmf figure: one curve per size plus the Poisson, probabilities summing to ~1 over the range shown
+    fig = plotting.plot_nb_pmfs(lambda y, mu, r: simulate.nb_logpmf(y, mu, r).numpy(), mean=5.0, sizes=(1.0, 5.0))
+    ys = [ln.get_ydata() for ln in fig.axes[0].lines]
+    assert len(ys) == 3 and all(0.98 < y.sum() <= 1.0 + 1e-12 for y in ys)
+    plt.close("all")

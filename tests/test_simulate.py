@@ -15,7 +15,10 @@ import torch
 from sccourse.simulate import (
     NegBinRegressionSimulator,
     ZeroInflatedNegBinRegressionSimulator,
+    gene_summary,
+    likelihood_ratio_test,
     nb_logpmf,
+    sample_nb,
     zinb_logpmf,
 )
 
@@ -410,7 +413,7 @@ def test_plots(nb_fit):
     with pytest.raises(ValueError, match="unknown"):
         plotting.plot_mean_curves(adata, sim, ["nope"], covariate="m0")
     fig = plotting.plot_real_vs_synthetic(adata, sim.sample(adata.obs, seed=0))
-    assert len(fig.axes) == 3
+    assert len(fig.axes) == 4
 
 
 # ---------------------------------------------------------------- Gaussian copula
@@ -498,3 +501,98 @@ def test_gene_correlation_plot():
     assert f"{expected:.3f}" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="same genes"):
         plotting.plot_gene_correlations({"a": adata, "b": shuffled[:, :3]})
+
+
+# ---------------------------------------------------------------- sample_nb, gene_summary, likelihood-ratio test
+def test_sample_nb_moments_seed_and_numpy_draw():
+    mu = np.array([[2.0, 30.0, 0.5]])
+    r = np.array([[0.5, 8.0, 100.0]])
+    n = 200_000
+    Y = sample_nb(np.repeat(mu, n, 0), np.repeat(r, n, 0), seed=3)
+    assert Y.dtype == np.int64 and Y.shape == (n, 3)
+    np.testing.assert_allclose(Y.mean(0), mu[0], rtol=0.02)
+    np.testing.assert_allclose(Y.var(0), mu[0] + mu[0] ** 2 / r[0], rtol=0.05)
+    np.testing.assert_allclose((Y == 0).mean(0), st.nbinom.pmf(0, r[0], r[0] / (r[0] + mu[0])), atol=0.005)
+    np.testing.assert_array_equal(sample_nb(mu, r, seed=3), sample_nb(mu, r, seed=3))
+    # the documented draw: numpy's negative_binomial(n = r, p = r / (r + mu))
+    np.testing.assert_array_equal(sample_nb(mu, r, seed=4),
+                                  np.random.default_rng(4).negative_binomial(r, r / (r + mu)))
+    assert sample_nb(np.full(5, 3.0), 2.0, seed=0).shape == (5,)  # broadcasts
+    with pytest.raises(ValueError, match="r must"):
+        sample_nb(mu, -r)
+    with pytest.raises(ValueError, match="mu must"):
+        sample_nb(-mu, r)
+    with pytest.raises(ValueError, match="seed"):
+        sample_nb(mu, r, seed=-1)
+
+
+def test_gene_summary_dense_sparse_and_stored_zeros():
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = rng.negative_binomial(1.0, 0.2, size=(300, 7)).astype(float)
+    X[:, 3] = 0.0
+    S = sp.csr_matrix(X)
+    S.data[:5] = 0.0  # explicitly stored zeros
+    D = S.toarray()
+    expected = np.c_[D.mean(0), D.var(0), (D == 0).mean(0)]
+    for M in (D, S, sp.csc_matrix(S), ad.AnnData(S)):
+        out = gene_summary(M)
+        assert list(out.columns) == ["mean", "variance", "zero_fraction"] and len(out) == 7
+        np.testing.assert_allclose(out.to_numpy(), expected, rtol=1e-12, atol=1e-12)
+    # a large offset: the two-pass variance keeps its precision where E[x²] − E[x]² would not
+    big = sp.csr_matrix(np.array([[1e8 + 1.0], [1e8 - 1.0]]))
+    np.testing.assert_allclose(gene_summary(big)["variance"], [1.0], rtol=1e-12)
+
+
+def test_likelihood_ratio_test_matches_scipy_fits_and_counts_only_estimated_columns():
+    """The statistic from per-gene scipy MLEs of both models, df without the aliased column, chi² tail."""
+    rng = np.random.default_rng(11)
+    n, g = 600, 3
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    obs = pd.DataFrame({"x": x, "z": z, "x2": 2 * x}, index=[f"c{i}" for i in range(n)])
+    mu = np.exp(0.5 + 0.3 * x[:, None] + np.array([0.0, 0.4, -0.7]) * z[:, None])
+    Y = rng.negative_binomial(3.0, 3.0 / (3.0 + mu))
+    adata = ad.AnnData(X=Y.astype(float), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
+    null = NegBinRegressionSimulator().fit(adata, {"mean": "~ x", "dispersion": "~ 1"}, device="cpu")
+    with pytest.warns(UserWarning, match="rank-deficient"):
+        alt = NegBinRegressionSimulator().fit(adata, {"mean": "~ x + z + x2", "dispersion": "~ 1"}, device="cpu")
+    out = likelihood_ratio_test(null, alt)
+    assert list(out.index) == list(adata.var_names) and (out["df"] == 1).all()
+    ones = np.ones((n, 1))
+    for j in range(g):
+        _, ll0 = _scipy_nb_fit(Y[:, j].astype(float), np.c_[ones, x], ones)
+        _, ll1 = _scipy_nb_fit(Y[:, j].astype(float), np.c_[ones, x, z], ones)
+        assert out["statistic"].iloc[j] == pytest.approx(2 * (ll1 - ll0), abs=1e-4)
+    np.testing.assert_allclose(out["p_value"], st.chi2.sf(out["statistic"], 1), rtol=1e-12)
+    assert out["p_value"].iloc[0] > 1e-3 and out["p_value"].iloc[1:].max() < 1e-10  # gene 0 has no z effect
+    with pytest.raises(ValueError, match="more estimated coefficients"):
+        likelihood_ratio_test(alt, null)
+    with pytest.raises(ValueError, match="same cells"):
+        likelihood_ratio_test(null, NegBinRegressionSimulator().fit(adata[:300].copy(), "~ x + z", device="cpu"))
+    with pytest.raises(TypeError):
+        likelihood_ratio_test(null, "alt")
+
+
+def test_spline_formula_keeps_its_knots_for_new_cells():
+    """bs() in a formula: predict and sample on other cells use the knots of the fit (formulaic's stateful
+    transform), so a subset of cells gets exactly the rows of the full prediction."""
+    rng = np.random.default_rng(2)
+    n = 800
+    t = rng.uniform(size=n)
+    mu = np.exp(1.0 + 2.0 * np.sin(3 * t))[:, None] * np.ones((1, 2))
+    Y = rng.negative_binomial(4.0, 4.0 / (4.0 + mu))
+    obs = pd.DataFrame({"t": t}, index=[f"c{i}" for i in range(n)])
+    adata = ad.AnnData(X=Y.astype(float), obs=obs)
+    spline = NegBinRegressionSimulator().fit(adata, {"mean": "~ bs(t, df=4)"}, device="cpu")
+    line = NegBinRegressionSimulator().fit(adata, {"mean": "~ t"}, device="cpu")
+    assert spline.convergence["converged"].all() and spline.n_coef == 6 and line.n_coef == 3
+    full = spline.predict(obs)["mean"]
+    sub = obs.iloc[[5, 17, 400]]
+    np.testing.assert_allclose(spline.predict(sub)["mean"].to_numpy(), full.iloc[[5, 17, 400]].to_numpy(), rtol=1e-12)
+    # the spline follows the non-monotone mean; the log-linear model cannot
+    err = {name: np.abs(np.log(s.predict(obs)["mean"].to_numpy()[:, 0]) - np.log(mu[:, 0])).mean()
+           for name, s in (("spline", spline), ("line", line))}
+    assert err["spline"] < 0.1 < err["line"]
+    assert likelihood_ratio_test(line, spline)["p_value"].max() < 1e-10
+    assert spline.sample(sub, seed=0).shape == (3, 2)

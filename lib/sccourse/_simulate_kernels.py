@@ -118,9 +118,10 @@ def zinb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tens
     # value at y > 0 stays finite and the unused branch cannot feed NaN into the derivatives
     log_nb0 = -torch.exp(log_r) * _softplus(log_mu - log_r)
     b = log_1m_pi + log_nb0
-    # logaddexp written as max + softplus(−|a − b|): torch's own logaddexp has second derivatives that
-    # turn into inf/inf = NaN when the two terms are hundreds of nats apart
-    zero = torch.maximum(log_pi, b) + _softplus(-(log_pi - b).abs())
+    # logaddexp(a, b) written as b + softplus(a − b): torch's own logaddexp has second derivatives that turn into
+    # inf/inf = NaN when the two terms are hundreds of nats apart, and the double backward of abs() (as in
+    # max + softplus(−|a − b|)) imports torch._dynamo, which rewraps torch.manual_seed in the middle of a session
+    zero = b + _softplus(log_pi - b)
     return torch.where(y == 0, zero, positive)
 
 

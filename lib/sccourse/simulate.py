@@ -41,7 +41,10 @@ from ._simulate_kernels import (
 __all__ = [
     "NegBinRegressionSimulator",
     "ZeroInflatedNegBinRegressionSimulator",
+    "gene_summary",
+    "likelihood_ratio_test",
     "nb_logpmf",
+    "sample_nb",
     "zinb_logpmf",
 ]
 
@@ -101,6 +104,68 @@ def zinb_logpmf(y, mu, r, pi_logit) -> torch.Tensor:
     """
     y, mu, r, w = _as_tensors(y, mu, r, pi_logit)
     return zinb_loglik_natural(y, torch.log(mu), torch.log(r), w)
+
+
+def sample_nb(mu, r, *, seed: int = 0) -> np.ndarray:
+    """Draw NB(mean ``mu``, size ``r``) counts elementwise with ``np.random.default_rng(seed)``.
+
+    NumPy's ``negative_binomial(n, p)`` counts failures before the ``n``-th success with success probability
+    ``p``; with ``n = r`` and ``p = r / (r + μ)`` its mean is ``μ`` and its variance ``μ + μ²/r``.
+
+    Parameters
+    ----------
+    mu, r
+        Means (≥ 0) and sizes (> 0), array-likes that broadcast (e.g. ``exp(X₁ B)`` and ``exp(X₂ D)``, cells ×
+        genes).
+    seed
+        Seed of the generator: the same seed gives the same counts.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 counts of the broadcast shape.
+    """
+    mu, r = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(r, dtype=np.float64))
+    if np.any(~np.isfinite(mu)) or np.any(mu < 0):
+        raise ValueError("mu must be finite and non-negative")
+    if np.any(~np.isfinite(r)) or np.any(r <= 0):
+        raise ValueError("r must be finite and positive")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    return rng.negative_binomial(r, r / (r + mu)).astype(np.int64)
+
+
+def gene_summary(X) -> pd.DataFrame:
+    """Per-gene mean, population variance (``ddof=0``) and fraction of zero counts of a cells × genes matrix.
+
+    Parameters
+    ----------
+    X
+        Counts, dense or scipy-sparse (an explicitly stored zero counts as a zero), or an AnnData (its ``.X``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per gene (column of ``X``), columns ``mean``, ``variance``, ``zero_fraction``.
+    """
+    if isinstance(X, ad.AnnData):
+        X = X.X
+    if sp.issparse(X):
+        X = sp.csc_matrix(X, dtype=np.float64)
+        n, g = X.shape
+        col = np.repeat(np.arange(g), np.diff(X.indptr))  # the column of every stored entry
+        stored = np.diff(X.indptr)
+        mean = np.bincount(col, weights=X.data, minlength=g) / n
+        # squared deviations of the stored entries, plus those of the implicit zeros (two-pass: no cancellation)
+        var = (np.bincount(col, weights=(X.data - mean[col]) ** 2, minlength=g) + (n - stored) * mean**2) / n
+        zero = 1.0 - np.bincount(col, weights=(X.data != 0).astype(float), minlength=g) / n
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"expected a cells × genes matrix, got shape {X.shape}")
+        mean, var, zero = X.mean(0), X.var(0), (X == 0).mean(0)
+    return pd.DataFrame({"mean": mean, "variance": var, "zero_fraction": zero})
 
 
 # --------------------------------------------------------------------------------------
@@ -387,6 +452,7 @@ class NegBinRegressionSimulator:
         self.var_names = genes
         self.copula, self._copula_factor = None, None  # a copula belongs to the marginals it was fitted on
         self.n_obs = n_cells
+        self.n_coef = n_coef  # estimated (non-aliased) coefficients per gene, all parts together
         self.n_params = n_coef * n_genes
         self.device = dev
         ll = res.loglik.cpu().numpy()
@@ -613,3 +679,43 @@ class ZeroInflatedNegBinRegressionSimulator(NegBinRegressionSimulator):
 
     def _derivs_fn(self):
         return None  # autograd
+
+
+# --------------------------------------------------------------------------------------
+# model comparison
+# --------------------------------------------------------------------------------------
+def likelihood_ratio_test(null: NegBinRegressionSimulator, alternative: NegBinRegressionSimulator) -> pd.DataFrame:
+    """Per-gene likelihood-ratio test of a fitted model against a larger one that contains it.
+
+    ``statistic = 2 (ℓ_alt − ℓ_null)`` from each gene's maximised log-likelihood (``convergence["log_likelihood"]``),
+    ``df`` = the difference in estimated coefficients per gene (aliased design columns are not estimated, so they
+    do not count), and ``p_value = P(χ²_df ≥ statistic)``, the large-sample null distribution (Wilks) when the
+    null model is nested in the alternative.
+
+    Parameters
+    ----------
+    null, alternative
+        Simulators fitted to the same cells and genes; ``null`` must be nested in ``alternative`` (its designs
+        span subspaces of the alternative's), which is the caller's responsibility.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by gene: ``statistic``, ``df``, ``p_value``.
+    """
+    from scipy import stats
+
+    for name, sim in (("null", null), ("alternative", alternative)):
+        if not isinstance(sim, NegBinRegressionSimulator):
+            raise TypeError(f"{name} must be a fitted simulator, got {type(sim).__name__}")
+        sim._check_fitted()
+    if list(null.var_names) != list(alternative.var_names) or null.n_obs != alternative.n_obs:
+        raise ValueError("the two models must be fitted to the same cells and genes")
+    df = int(alternative.n_coef - null.n_coef)
+    if df < 1:
+        raise ValueError(f"the alternative must have more estimated coefficients per gene than the null "
+                         f"({alternative.n_coef} vs {null.n_coef})")
+    stat = 2.0 * (alternative.convergence["log_likelihood"] - null.convergence["log_likelihood"])
+    stat = stat.clip(lower=0.0)  # a nested model cannot fit worse; tiny negatives are rounding
+    return pd.DataFrame({"statistic": stat, "df": df, "p_value": stats.chi2.sf(stat.to_numpy(), df)},
+                        index=alternative.var_names.copy())
