@@ -207,3 +207,15 @@ def test_feedback_filter_removes_hidden_tests_and_their_echoes():
     assert "secret_value" not in text
     assert "answer mismatch" in text  # the failed check's message stays
     assert "ok" in nb.cells[0].outputs[1]["text"]
+
+
+def test_an_optimiser_step_is_not_tampering():
+    import torch
+
+    _guard.snapshot()
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    assert _guard.changes() == []
+    grading.assert_allclose([1.0], [1.0])

@@ -60,8 +60,19 @@ def _watched_names() -> list[str]:
     return names
 
 
+# modules whose import rewraps functions of the watched ones (torch._dynamo wraps torch.manual_seed when the first
+# optimiser step runs): imported before the snapshot, so that their rewrapping is not taken for tampering
+_REWRAPPERS = ("torch._dynamo",)
+
+
 def snapshot(*, import_missing: bool = True) -> None:
     """Record the watched modules (importing those that are installed but not loaded yet when asked)."""
+    for name in _REWRAPPERS:
+        if name.split(".")[0] in sys.modules or import_missing:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001  (not installed: nothing will rewrap)
+                pass
     for name in _watched_names():
         if name in _SNAPSHOT:
             continue
