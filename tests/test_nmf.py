@@ -291,22 +291,101 @@ def test_cpu_equals_cuda(counts, loss, sparse):
     assert isinstance(gpu.history, pd.DataFrame)
 
 
+def test_factor_shares_against_a_loop_and_invariant_to_factor_scaling():
+    rng = np.random.default_rng(4)
+    W = rng.gamma(1.0, 1.0, size=(7, 3))
+    H = rng.gamma(1.0, 1.0, size=(3, 5))
+    H[:, 2] = 0.0  # a cell without expected counts
+    expected = np.zeros((5, 3))
+    for n in range(5):
+        contrib = [W[:, k].sum() * H[k, n] for k in range(3)]
+        if sum(contrib) > 0:
+            expected[n] = np.array(contrib) / sum(contrib)
+    S = N.factor_shares(W, H)
+    np.testing.assert_allclose(S, expected, rtol=1e-12)
+    np.testing.assert_allclose(S.sum(axis=1), [1, 1, 0, 1, 1])
+    # WH is unchanged by W[:, k] * c, H[k] / c, and so are the shares
+    c = np.array([10.0, 0.1, 3.0])
+    np.testing.assert_allclose(N.factor_shares(W * c, H / c[:, None]), S, rtol=1e-12)
+    np.testing.assert_allclose(N.factor_shares(torch.tensor(W), torch.tensor(H)), S, rtol=1e-12)
+    with pytest.raises(ValueError, match="genes x K"):
+        N.factor_shares(W, H.T)
+    with pytest.raises(ValueError, match="non-negative"):
+        N.factor_shares(-W, H)
+
+
+def test_top_genes_by_sorting_each_column():
+    W = np.array([[0.1, 3.0], [2.0, 0.0], [1.0, 1.0], [5.0, 2.5], [2.0, 1.0]])
+    t = N.top_genes(W, list("abcde"), n=3)
+    assert list(t.columns) == [0, 1] and t.shape == (3, 2)
+    assert t[0].tolist() == ["d", "b", "e"]  # ties (b, e) in the order of the names
+    assert t[1].tolist() == ["a", "d", "c"]
+    rng = np.random.default_rng(2)
+    W = rng.integers(0, 4, size=(50, 4)).astype(float)  # many ties
+    names = [f"g{i}" for i in range(50)]
+    t = N.top_genes(W, names, n=7)
+    for k in range(4):
+        assert t[k].tolist() == [names[i] for i in sorted(range(50), key=lambda i: (-W[i, k], i))[:7]]
+    with pytest.raises(ValueError, match="n="):
+        N.top_genes(W, names, n=51)
+    with pytest.raises(ValueError, match="one name per gene"):
+        N.top_genes(W, names[:3])
+
+
 def test_factor_plots(tmp_path):
     import matplotlib.figure
+    import matplotlib.pyplot as plt
 
     from sccourse import plotting
 
     rng = np.random.default_rng(0)
     E = rng.random((40, 3))
     lab = np.array(["a"] * 30 + ["b"] * 10)
-    fig = plotting.factor_celltype_heatmap(E, lab, normalize=False, save=tmp_path / "f.png")
+    raw = np.vstack([E[:30].mean(0), E[30:].mean(0)])
+    fig = plotting.factor_celltype_heatmap(E, lab, normalize=None, order=None, save=tmp_path / "f.png")
     assert isinstance(fig, matplotlib.figure.Figure) and (tmp_path / "f.png").stat().st_size > 0
-    img = fig.axes[0].images[0].get_array()
-    np.testing.assert_allclose(img, np.vstack([E[:30].mean(0), E[30:].mean(0)]))
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), raw)
+    # default: each cell type's row scaled to sum 1, factors in the order of factor_order
+    order = plotting.factor_order(E, lab)
+    assert sorted(order.tolist()) == [0, 1, 2]
+    fig = plotting.factor_celltype_heatmap(E, lab)
+    shares = raw / raw.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), shares[:, order])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [str(k) for k in order]
+    assert fig.axes[1].get_ylabel()  # a labelled colour bar
+    fig = plotting.factor_celltype_heatmap(E, lab, colorbar_label="share")
+    assert fig.axes[1].get_ylabel() == "share"
+    fig = plotting.factor_celltype_heatmap(E, lab, normalize="factor", order=[2, 0, 1], vmax=0.5, small=20)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), (raw / raw.max(axis=0))[:, [2, 0, 1]])
+    assert fig.axes[0].images[0].get_clim() == (0, 0.5)
+    ticks = fig.axes[0].get_yticklabels()
+    assert [t.get_text() for t in ticks] == ["a (30)", "b (10)"]
+    assert matplotlib.colors.same_color(ticks[1].get_color(), "0.45")  # fewer cells than `small`: grey
+    with pytest.raises(ValueError, match="permutation"):
+        plotting.factor_celltype_heatmap(E, lab, order=[0, 0, 1])
+    with pytest.raises(ValueError, match="normalize"):
+        plotting.factor_celltype_heatmap(E, lab, normalize="cells")
+    # factor_order puts each factor under the type that uses it most (most abundant type first)
+    F = np.zeros((40, 3))
+    F[:30, 2] = 1.0
+    F[30:, 0] = 1.0
+    F[30:, 1] = 0.5
+    assert plotting.factor_order(F, lab).tolist() == [2, 0, 1]
+
     W = np.zeros((6, 2))
     W[[4, 1], 0] = [3.0, 2.0]
     W[[0, 5], 1] = [5.0, 1.0]
-    fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=2, normalize=False)
+    fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=2, normalize=None)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["e", "b", "a", "f"]
+    fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=2, order=[1, 0])
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "f", "e", "b"]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(),
+                               [[1, 0], [0.2, 0], [0, 1], [0, 2 / 3]])  # columns: factor 1, factor 0; each scaled to max 1
+    fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=1, normalize="sum", vmax=0.5)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), [[0.6, 0], [0, 5 / 6]])
+    assert fig.axes[0].images[0].get_clim()[1] == 0.5
     with pytest.raises(ValueError, match="gene_names"):
         plotting.top_genes_heatmap(W, list("abc"))
+    with pytest.raises(ValueError, match="normalize"):
+        plotting.top_genes_heatmap(W, list("abcdef"), normalize="type")
+    plt.close("all")

@@ -12,6 +12,7 @@ Both objectives are non-increasing under these updates. Divisions are guarded as
 (``WH < eps → eps`` inside ``X / WH``, zero denominators → eps), which keeps that property.
 
 Public API: :func:`nmf` (arrays, or AnnData through :func:`nmf_adata`), :class:`NMFResult`,
+:func:`initialize`, :func:`factor_shares` (a scale-free per-cell view of ``H``), :func:`top_genes`,
 :func:`select_variable_genes` (the gene filter used in the course assignment).
 """
 
@@ -28,7 +29,7 @@ import torch
 from . import _nmf_kernels as K_
 from ._device import get_device
 
-__all__ = ["NMFResult", "initialize", "nmf", "nmf_adata", "select_variable_genes"]
+__all__ = ["NMFResult", "factor_shares", "initialize", "nmf", "nmf_adata", "select_variable_genes", "top_genes"]
 
 _LOSSES = ("sse", "poisson")
 _ORIENTATIONS = ("genes_x_cells", "cells_x_genes")
@@ -363,6 +364,69 @@ def _run(data, W, H, *, loss, max_iter, tol, eval_every, labels, callback, progr
     history["iteration"] = history["iteration"].astype(int)
     return NMFResult(W=W.detach().cpu().numpy(), H=H.detach().cpu().numpy(), history=history, loss=loss,
                      n_iter=n_iter)
+
+
+def factor_shares(W, H) -> np.ndarray:
+    """Share of each cell's expected counts that each factor explains (cells x K, rows sum to 1).
+
+    ``WH`` is unchanged when column ``k`` of ``W`` is multiplied by ``c`` and row ``k`` of ``H`` divided by it, so
+    the raw values of ``H`` are not comparable between factors. With ``w_k = Σ_m W_mk`` (the factor's total
+    loading), factor ``k`` contributes ``w_k H_kn`` of cell ``n``'s expected total count ``Σ_m (WH)_mn``;
+    this function returns ``w_k H_kn / Σ_j w_j H_jn``, which does not depend on that scaling. A cell with no
+    expected counts (all ``w_k H_kn = 0``) gets a row of zeros.
+
+    Parameters
+    ----------
+    W
+        genes x K loadings (non-negative).
+    H
+        K x cells factors (non-negative).
+
+    Returns
+    -------
+    numpy.ndarray
+        cells x K, float64.
+    """
+    W = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W)
+    H = H.detach().cpu().numpy() if isinstance(H, torch.Tensor) else np.asarray(H)
+    W = np.asarray(W, dtype=np.float64)
+    H = np.asarray(H, dtype=np.float64)
+    if W.ndim != 2 or H.ndim != 2 or W.shape[1] != H.shape[0]:
+        raise ValueError(f"W must be genes x K and H K x cells, got shapes {W.shape} and {H.shape}")
+    if (W.size and W.min() < 0) or (H.size and H.min() < 0) or not (np.isfinite(W).all() and np.isfinite(H).all()):
+        raise ValueError("W and H must be finite and non-negative")
+    contrib = (W.sum(axis=0)[:, None] * H).T  # cells x K: expected counts per factor
+    total = contrib.sum(axis=1, keepdims=True)
+    return np.divide(contrib, total, out=np.zeros_like(contrib), where=total > 0)
+
+
+def top_genes(W, gene_names, n: int = 5) -> pd.DataFrame:
+    """The ``n`` genes with the largest loadings of each factor.
+
+    Parameters
+    ----------
+    W
+        genes x K loadings.
+    gene_names
+        length-M gene names.
+    n
+        Genes per factor (1 <= n <= M).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``n`` rows (largest loading first) and one column per factor, named ``0 … K-1``. Ties keep the order of
+        ``gene_names``.
+    """
+    A = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W, dtype=float)
+    names = np.asarray(gene_names, dtype=object)
+    if A.ndim != 2 or len(names) != A.shape[0]:
+        raise ValueError(f"W must be genes x K with one name per gene, got W {A.shape} and {len(names)} names")
+    n = _check_int("n", n)
+    if n > A.shape[0]:
+        raise ValueError(f"n={n} is larger than the number of genes ({A.shape[0]})")
+    order = np.argsort(-A, axis=0, kind="stable")[:n]
+    return pd.DataFrame({k: names[order[:, k]] for k in range(A.shape[1])})
 
 
 # --------------------------------------------------------------------------------------
