@@ -407,6 +407,153 @@ def test_select_t_cells_on_synthetic_markers():
         m.marker_table(a, ["CD3D", "MS4A1"])
 
 
+def test_select_clusters_by_markers_rule_and_boundaries():
+    import anndata as ad
+
+    # group "x" scores 2.0 (cells 0, 2, 3, 3), "y" exactly half of it, "z" 0.6, "w" has MS4A1 only
+    cells = {"x": [[0, 0, 0], [2, 2, 0], [3, 3, 0], [3, 3, 0]], "y": [[1.5, 0.5, 0]] * 3,
+             "z": [[0, 1.2, 0]] * 2, "w": [[0, 0, 2], [0, 0, 3]]}
+    rows = [(g, v) for g, vs in cells.items() for v in vs]
+    groups = np.array([g for g, _ in rows])
+    a = ad.AnnData(sp.csr_matrix(np.array([v for _, v in rows], dtype=float)),
+                   obs=pd.DataFrame({"cl": pd.Categorical(groups)}, index=[str(i) for i in range(len(rows))]),
+                   var=pd.DataFrame(index=["CD3D", "CD3E", "MS4A1"]))
+    # the group exactly at ratio x the best score is kept (>=), the mean of the markers is the score
+    np.testing.assert_array_equal(m.select_clusters_by_markers(a, groupby="cl"), np.isin(groups, ["x", "y"]))
+    np.testing.assert_array_equal(m.select_clusters_by_markers(a, groupby="cl", min_ratio=0.9), groups == "x")
+    np.testing.assert_array_equal(m.select_clusters_by_markers(a, ["MS4A1"], groupby="cl"), groups == "w")
+    # min_fraction: only 3 of the 4 cells of x express CD3
+    np.testing.assert_array_equal(m.select_clusters_by_markers(a, groupby="cl", min_fraction=0.8), groups == "y")
+    # the names of the groups do not matter
+    b = a.copy()
+    b.obs["cl"] = b.obs["cl"].cat.rename_categories({"x": "9", "y": "0", "z": "3", "w": "1"})
+    np.testing.assert_array_equal(m.select_clusters_by_markers(b, groupby="cl"),
+                                  m.select_clusters_by_markers(a, groupby="cl"))
+
+
+def test_split_cells_is_the_documented_permutation():
+    tr, va = m.split_cells(50, 0.2, seed=7)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(va, perm[:10]) and torch.equal(tr, perm[10:])
+    tr, va = m.split_cells(7, 0.25, seed=0)  # round(1.75) = 2 held out
+    assert len(va) == 2 and len(tr) == 5 and set(tr.tolist()) | set(va.tolist()) == set(range(7))
+    with pytest.raises(ValueError, match="val_fraction"):
+        m.split_cells(10, 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# the training-loop spy of the notebook's graded cell (sccourse._manifold_checks)
+# --------------------------------------------------------------------------------------
+def _reference_loop(X, noise, *, hidden, epochs, batch_size, lr, weight_decay, val_fraction, seed, flaw=None):
+    """The loop the notebook asks for; ``flaw`` switches on one typical mistake."""
+    from torch import nn
+
+    if flaw != "unseeded":
+        torch.manual_seed(seed)
+    n, d = X.shape
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val = round(val_fraction * n)
+    val_idx, train_idx = perm[:n_val], (perm if flaw == "val in train" else perm[n_val:])
+    model = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+    opt_cls = torch.optim.Adam if flaw == "adam" else torch.optim.AdamW
+    opt = opt_cls(model.parameters(), lr=1e-3 if flaw == "lr ignored" else lr, weight_decay=weight_decay)
+    loss_fn = nn.MSELoss()
+    rows = []
+    X_noisy = noise.sample(X) if flaw == "noise once" else None
+    for epoch in range(1, epochs + 1):
+        if flaw != "noise once":
+            X_noisy = noise.sample(X)
+        if flaw != "no train" or epoch == 1:
+            model.train()
+        order = train_idx if flaw == "no shuffle" else train_idx[torch.randperm(len(train_idx))]
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            b = order[start:start + batch_size]
+            if flaw != "no zero_grad":
+                opt.zero_grad()
+            loss = loss_fn(model(X_noisy[b]), X[b])
+            loss.backward()
+            opt.step()
+            total += loss.item() * (batch_size if flaw == "unweighted" else len(b))
+        model.eval()
+        with torch.set_grad_enabled(flaw == "no no_grad"):
+            inputs = X[val_idx] if flaw == "clean validation" else X_noisy[val_idx]
+            val = loss_fn(model(inputs), X[val_idx]).item()
+        rows.append({"epoch": epoch, "train_loss": total / len(order), "val_loss": val})
+    model.eval()
+    return model, pd.DataFrame(rows)
+
+
+_SPY_KW = {"hidden": 16, "epochs": 4, "batch_size": 32, "lr": 5e-3, "weight_decay": 1e-3, "val_fraction": 0.25,
+           "seed": 2}
+
+
+def _spied(loop, **extra):
+    from sccourse._manifold_checks import CountingNoise, TrainingSpy
+
+    X = torch.from_numpy(_low_rank(n=100, d=10))
+    noise = CountingNoise(0.5, seed=1)
+    with TrainingSpy(X, noise, hidden=_SPY_KW["hidden"]) as spy:
+        model, hist = loop(X, noise, **_SPY_KW, **extra)
+    check = {k: _SPY_KW[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed")}
+    return spy.problems(model, hist, **check)
+
+
+def test_training_spy_passes_the_reference_loop_and_the_library():
+    assert _spied(_reference_loop) == []
+    assert _spied(lambda X, noise, **kw: m.train_denoiser(X, noise, device="cpu", progress=False, **kw)) == []
+
+
+@pytest.mark.parametrize("flaw, message", [
+    ("noise once", "noise.sample was called 1 times"),
+    ("no zero_grad", "zero_grad"),
+    ("val in train", "validation cells were used for training"),
+    ("no train", "model.train()"),
+    ("no no_grad", "torch.no_grad()"),
+    ("unweighted", "weighted by batch size"),
+    ("lr ignored", "learning rate"),
+    ("adam", "AdamW"),
+    ("no shuffle", "shuffle"),
+    ("clean validation", "not this epoch's corrupted cells"),
+])
+def test_training_spy_names_each_broken_loop(flaw, message):
+    found = _spied(_reference_loop, flaw=flaw)
+    assert found and any(message in f for f in found), found
+
+
+def test_training_spy_leaves_torch_untouched_and_removes_its_hooks():
+    from torch import nn
+    from torch.nn.modules import module as nn_module
+
+    import sccourse._manifold_checks  # noqa: F401  (imports torch._dynamo, which rebinds torch.manual_seed)
+
+    seed_function = torch.manual_seed
+    torch.optim.AdamW(nn.Linear(2, 2).parameters())  # the first optimiser would import torch._dynamo
+    assert torch.manual_seed is seed_function
+    before = len(nn_module._global_forward_pre_hooks)
+    _spied(_reference_loop)
+    assert len(nn_module._global_forward_pre_hooks) == before
+
+
+def test_train_denoiser_takes_any_noise_object_and_denoise_any_mlp():
+    from torch import nn
+
+    class Shift:  # not a NoiseProcess: only a sample(X) method
+        calls = 0
+
+        def sample(self, X):
+            Shift.calls += 1
+            return X + 1.0
+
+    X = _low_rank(n=60, d=6)
+    model, hist = m.train_denoiser(X, Shift(), hidden=8, epochs=3, device="cpu", progress=False)
+    assert Shift.calls == 3 and len(hist) == 3
+    mlp = nn.Sequential(nn.Linear(6, 4), nn.GELU(), nn.Linear(4, 6))
+    assert m.denoise(mlp, X).shape == X.shape
+    with pytest.raises(ValueError, match="columns"):
+        m.denoise(mlp, X[:, :5])
+
+
 # --------------------------------------------------------------------------------------
 # plots
 # --------------------------------------------------------------------------------------
@@ -436,6 +583,73 @@ def test_plots_return_figures(W):
         plotting.embedding_panels(a, ["nope"])
     with pytest.raises(ValueError, match="shape"):
         plotting.denoised_marker_grid(a, {"raw": a.X[:, :2]}, ["CD3D"])
+
+
+def test_loss_histories_integer_epoch_ticks_and_named_curves():
+    import matplotlib.pyplot as plt
+
+    from sccourse import plotting
+
+    h = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.5, 1.2], "val_loss": [2.1, 1.7, 1.6]})
+    fig = plotting.loss_histories({"heat": h, "Gaussian": h * [1, 0.9, 0.9]})
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["heat (training cells)", "heat (validation cells)", "Gaussian (training cells)",
+                      "Gaussian (validation cells)"]
+    plt.close("all")
+
+
+def test_energy_bars_log_axis_shows_every_bar_with_plain_labels():
+    import matplotlib.pyplot as plt
+
+    from sccourse import plotting
+
+    energies = {"clean": 1060.4, "heat": 1.78, "gauss": 896.1, "den-m": 18.0, "den-g": 185.2}
+    fig = plotting.energy_bars(energies)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert ax.get_yscale() == "log"
+    lo, hi = ax.get_ylim()
+    for bar, v in zip(ax.patches, energies.values()):
+        assert bar.get_y() == pytest.approx(lo) and bar.get_y() + bar.get_height() == pytest.approx(v)
+        assert lo < v < hi and v / lo > 2  # every bar stands clearly above the bottom of the axis
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["1,060", "1.78", "896", "18.0", "185"]
+    ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and not any("e+" in t or "e-" in t for t in ticks)
+    assert "log" in ax.get_ylabel()
+    # a narrow range stays linear
+    assert plotting.energy_bars({"a": 2.0, "b": 3.0}).axes[0].get_yscale() == "linear"
+    plt.close("all")
+
+
+def test_denoised_marker_grid_colour_scale_from_zero_and_labelled_colourbars():
+    import anndata as ad
+    import matplotlib.pyplot as plt
+
+    from sccourse import plotting
+
+    rng = np.random.default_rng(0)
+    n = 80
+    a = ad.AnnData(rng.random((n, 2)), var=pd.DataFrame(index=["CD3D", "CCR7"]),
+                   obs=pd.DataFrame(index=[str(i) for i in range(n)]))
+    a.obsm["X_umap"] = rng.normal(size=(n, 2))
+    denoised = a.X - 0.3  # a denoiser can return negative values
+    fig = plotting.denoised_marker_grid(a, {"raw": a.X, "denoised": denoised}, ["CD3D", "CCR7"],
+                                        cbar_label="log1p expression")
+    from matplotlib.collections import PathCollection
+
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    panels = [ax for ax in fig.axes if ax not in bars]
+    scatters = [c for ax in panels for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(scatters) == 4 and all(c.norm.vmin == 0 for c in scatters)
+    assert len(bars) == 2
+    assert sorted(cb.get_xlabel() for cb in bars) == ["CCR7: log1p expression", "CD3D: log1p expression"]
+    assert all(c.colorbar.extend in ("min", "both") for c in scatters if c.colorbar is not None)
+    plt.close("all")
 
 
 # --------------------------------------------------------------------------------------

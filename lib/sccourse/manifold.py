@@ -3,14 +3,15 @@
 The pipeline of assignment ``01_tcell_manifold``:
 
 1. :func:`preprocess_and_cluster` — filter, normalise, log1p, PCA, kNN graph, Leiden, UMAP (scanpy);
-   :func:`marker_table` and :func:`select_t_cells` pick the T-cell clusters from marker expression.
+   :func:`marker_table`, :func:`select_clusters_by_markers` and :func:`select_t_cells` pick the T-cell clusters
+   from marker expression.
 2. :func:`embed_cells` — re-embed a subset (PCA, cosine kNN graph, UMAP, diffusion map).
 3. Graph operators from the kNN affinities ``W`` (all ``scipy.sparse``): :func:`degree`,
    :func:`markov_operator` ``P = D⁻¹W``, :func:`symmetrized_operator` ``S = (P + Pᵀ)/2``,
    :func:`laplacian` ``L = I − D^{-1/2} W D^{-1/2}`` (or ``D − W``); :func:`to_torch_sparse`, :func:`to_torch`.
 4. Noise processes :class:`GaussianNoise` (``X + σε``) and :class:`ManifoldHeat` (``S^k X``).
-5. :func:`train_denoiser` (MLP d→hidden→d, GELU, AdamW, MSE, noise re-drawn each epoch) and
-   :func:`denoise`; :func:`match_sigma`; :func:`laplacian_energy` ``tr(XᵀLX)``.
+5. :func:`train_denoiser` (MLP d→hidden→d, GELU, AdamW, MSE, noise re-drawn each epoch, validation cells from
+   :func:`split_cells`) and :func:`denoise`; :func:`match_sigma`; :func:`laplacian_energy` ``tr(XᵀLX)``.
 6. Stretch: :func:`train_conditional_denoiser` (conditioned on the number of heat steps) and
    :func:`iterative_denoise` (from the strongest level down, cold-diffusion update).
 """
@@ -47,7 +48,9 @@ __all__ = [
     "markov_operator",
     "match_sigma",
     "preprocess_and_cluster",
+    "select_clusters_by_markers",
     "select_t_cells",
+    "split_cells",
     "symmetrized_operator",
     "t_cell_clusters",
     "to_torch",
@@ -257,6 +260,37 @@ def t_cell_clusters(adata, *, groupby: str = "leiden", markers: Sequence[str] = 
     if top <= 0:
         return []
     return [c for c in means.index if means[c] >= min_ratio * top and frac[c] >= min_fraction]
+
+
+def select_clusters_by_markers(adata, markers: Sequence[str] = T_CELL_MARKERS, *, groupby: str = "leiden",
+                               min_ratio: float = 0.5, min_fraction: float = 0.0) -> np.ndarray:
+    """Boolean mask (length ``n_obs``) of the cells of every group that expresses a set of markers.
+
+    A group's score is the mean over its cells of the mean of ``markers`` (``.X``, log-normalised); a group is
+    selected when its score is at least ``min_ratio`` times the largest group score (``>=``), and at least
+    ``min_fraction`` of its cells express one of the markers (``> 0``; the default 0 switches this off). No group
+    id is hard-coded, so the result does not depend on the group names.
+
+    Parameters
+    ----------
+    adata
+        AnnData with log-normalised ``.X`` (dense or sparse) and the groups in ``obs[groupby]``.
+    markers
+        Gene names in ``adata.var_names``, e.g. ``("CD3D", "CD3E")`` for T cells or ``("MS4A1",)`` for B cells.
+    groupby
+        Column of ``adata.obs`` with the group (cluster) labels.
+    min_ratio
+        In (0, 1]: the fraction of the best group's score a group needs.
+    min_fraction
+        In [0, 1]: the fraction of a group's cells that must express a marker.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+    """
+    chosen = t_cell_clusters(adata, groupby=groupby, markers=markers, min_ratio=min_ratio,
+                             min_fraction=min_fraction)
+    return adata.obs[groupby].isin(chosen).to_numpy()
 
 
 def select_t_cells(adata, *, groupby: str = "leiden", markers: Sequence[str] = T_CELL_MARKERS,
@@ -607,6 +641,21 @@ def _split(n: int, val_fraction: float, gen: torch.Generator):
     return perm[n_val:], perm[:n_val]
 
 
+def split_cells(n: int, val_fraction: float = 0.1, seed: int = 0):
+    """The training and validation cells :func:`train_denoiser` uses (a fixed split for every epoch).
+
+    ``perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))``; the first
+    ``n_val = round(val_fraction * n)`` cells of ``perm`` are held out for validation, the rest train.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        Training and validation cell indices (int64, CPU), in the order of ``perm``.
+    """
+    n = _check_positive_int(n, "n")
+    return _split(n, val_fraction, torch.Generator().manual_seed(_check_seed(seed)))
+
+
 def _check_training(epochs, batch_size, lr, weight_decay):
     _check_positive_int(epochs, "epochs")
     _check_positive_int(batch_size, "batch_size")
@@ -644,15 +693,17 @@ def train_denoiser(X, noise: NoiseProcess, *, genes=None, hidden: int = 512, epo
     """Train an MLP to undo a corruption: minimise ``‖f(noise(X)) − X‖²`` (MSE) with AdamW.
 
     The corruption is re-drawn for every cell at the start of each epoch (over all cells, so a
-    graph operator sees the whole graph); a random ``val_fraction`` of cells is held out.
+    graph operator sees the whole graph); the cells :func:`split_cells` picks (``val_fraction``, ``seed``) are
+    held out for validation.
 
     Parameters
     ----------
     X
         Clean (cells x genes) matrix: numpy, scipy.sparse, torch or AnnData (``.X``).
     noise
-        A :class:`NoiseProcess` (:class:`GaussianNoise`, :class:`ManifoldHeat`); it acts on the
-        selected gene columns (both processes act column-wise, so this equals noising all genes).
+        A :class:`NoiseProcess` (:class:`GaussianNoise`, :class:`ManifoldHeat`), or any object with a
+        ``sample(X)`` method returning a corrupted copy of ``X``; it acts on the selected gene columns (both
+        library processes act column-wise, so this equals noising all genes).
     genes
         None (all), an int ``k`` (the ``k`` most variable columns), a boolean mask or column indices.
     hidden, epochs, batch_size, lr, weight_decay
@@ -672,8 +723,9 @@ def train_denoiser(X, noise: NoiseProcess, *, genes=None, hidden: int = 512, epo
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(noise, NoiseProcess):
-        raise TypeError(f"noise must be a NoiseProcess (GaussianNoise, ManifoldHeat), got {type(noise).__name__}")
+    if not callable(getattr(noise, "sample", None)):
+        raise TypeError("noise must be a NoiseProcess (GaussianNoise, ManifoldHeat) or another object with a "
+                        f"sample(X) method, got {type(noise).__name__}")
     _check_training(epochs, batch_size, lr, weight_decay)
     seed = _check_seed(seed)
     hidden = _check_positive_int(hidden, "hidden")
@@ -691,9 +743,11 @@ def train_denoiser(X, noise: NoiseProcess, *, genes=None, hidden: int = 512, epo
     model = Denoiser(X0.shape[1], hidden, genes=cols).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     rows = []
-    bar = tqdm(range(1, epochs + 1), desc=f"denoiser [{noise.name}]", disable=not progress, leave=False)
+    label = getattr(noise, "name", type(noise).__name__)
+    bar = tqdm(range(1, epochs + 1), desc=f"denoiser [{label}]", disable=not progress, leave=False)
     for epoch in bar:
-        Xn = noise.sample(X0, generator=gen)
+        # the library's processes draw from the run's generator; any other object is called as noise.sample(X)
+        Xn = noise.sample(X0, generator=gen) if isinstance(noise, NoiseProcess) else noise.sample(X0)
         tr, va = _epoch(model, opt, Xn, X0, idx_tr, idx_va, batch_size, gen)
         rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
         bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
@@ -705,8 +759,11 @@ def denoise(model: nn.Module, X, *, level=None, device=None) -> np.ndarray:
     """Apply a trained denoiser to noisy inputs (already restricted to ``model.genes``); numpy out."""
     dev = next(model.parameters()).device if device is None else get_device(device)
     Xt = _as_tensor(X, device=dev)
-    if Xt.shape[1] != model.d:
-        raise ValueError(f"X has {Xt.shape[1]} columns but the model expects {model.d} (its genes)")
+    d = getattr(model, "d", None)
+    if d is None:  # any MLP: the input width of its first linear layer
+        d = next((mod.in_features for mod in model.modules() if isinstance(mod, nn.Linear)), Xt.shape[1])
+    if Xt.shape[1] != d:
+        raise ValueError(f"X has {Xt.shape[1]} columns but the model expects {d} (its genes)")
     model.eval()
     with torch.no_grad():
         out = model(Xt) if level is None else model(Xt, level)

@@ -31,7 +31,8 @@ def _values(adata, key):
     raise ValueError(f"{key!r} is neither an obs column nor a gene in var_names")
 
 
-def _scatter(ax, fig, xy, values, *, title, cmap="viridis", size=None, vmin=None, vmax=None, cbar_label=None):
+def _scatter(ax, fig, xy, values, *, title, cmap="viridis", size=None, vmin=None, vmax=None, cbar_label=None,
+             extend="neither"):
     import pandas as pd
 
     size = size if size is not None else max(2.0, 12000 / max(len(xy), 1) / 4)
@@ -48,7 +49,7 @@ def _scatter(ax, fig, xy, values, *, title, cmap="viridis", size=None, vmin=None
         order = np.argsort(v, kind="stable")  # highest values on top
         sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], s=size, cmap=cmap, vmin=vmin, vmax=vmax,
                         linewidths=0, rasterized=True)
-        cb = fig.colorbar(sc, ax=ax, shrink=0.8)
+        cb = fig.colorbar(sc, ax=ax, shrink=0.8, extend=extend)
         if cbar_label:
             cb.set_label(cbar_label)
     ax.set_title(title, fontsize=10)
@@ -119,48 +120,97 @@ def marker_matrixplot(table, *, title: str = "mean marker expression by cluster"
     return _finish(fig, save=save)
 
 
-def loss_histories(histories: dict, *, title: str = "denoiser training", ylabel: str = "MSE", save=None):
-    """Train (solid) and validation (dashed) loss per epoch for several named histories."""
+def loss_histories(histories: dict, *, title: str = "denoiser training", ylabel: str = "MSE", logy: bool = False,
+                   save=None):
+    """Train (solid) and validation (dashed) loss per epoch for several named histories.
+
+    Each history is a DataFrame with columns ``epoch``, ``train_loss`` and (optionally) ``val_loss``. Epochs get
+    integer ticks, short runs get markers, and the legend sits beside the axes, never over the curves.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not histories:
         raise ValueError("histories must hold at least one named history DataFrame")
-    fig, ax = plt.subplots(figsize=(5.8, 3.6), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(7.6, 3.6), constrained_layout=True)
     for i, (name, h) in enumerate(histories.items()):
-        ax.plot(h["epoch"], h["train_loss"], color=f"C{i}", lw=1.6, label=f"{name} (train)")
+        marker = "o" if len(h) <= 25 else None
+        ax.plot(h["epoch"], h["train_loss"], color=f"C{i}", lw=1.6, marker=marker, ms=3,
+                label=f"{name} (training cells)")
         if "val_loss" in h and np.isfinite(h["val_loss"]).any():
-            ax.plot(h["epoch"], h["val_loss"], color=f"C{i}", lw=1.6, ls="--", label=f"{name} (validation)")
+            ax.plot(h["epoch"], h["val_loss"], color=f"C{i}", lw=1.6, ls="--", marker=marker, ms=3,
+                    label=f"{name} (validation cells)")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _finish(fig, save=save)
 
 
-def energy_bars(energies: dict, *, ylabel: str = r"Dirichlet energy $\mathrm{tr}(X^\top L X)$",
-                title: str = "smoothness on the T-cell graph", save=None):
-    """Bar chart of named energies (one bar per matrix), value printed above each bar."""
+def _readable(v: float) -> str:
+    """A number as a reader writes it: 1,060 / 18.0 / 1.78 / 0.042."""
+    a = abs(v)
+    if a >= 100:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 0.1 or a == 0:
+        return f"{v:.2f}"
+    return f"{v:.2g}"
+
+
+def energy_bars(energies: dict, *, ylabel: str = r"energy per cell, $\mathrm{tr}(X^\top L X)\,/\,n$",
+                title: str = "smoothness on the T-cell graph", logy: bool | None = None, save=None):
+    """Bar chart of named energies (one bar per matrix) with the value written above each bar.
+
+    ``logy`` (default: when all values are positive and span more than a factor 20) puts the bars on a
+    logarithmic axis, so that small and large values are all visible; tick labels are plain numbers.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     if not energies:
         raise ValueError("energies must hold at least one named value")
     names, vals = list(energies), [float(v) for v in energies.values()]
-    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.5, 3.6), constrained_layout=True)
-    bars = ax.bar(names, vals, color=[f"C{i}" for i in range(len(names))])
+    if not np.isfinite(vals).all():
+        raise ValueError("energies must be finite numbers")
+    positive = min(vals) > 0
+    if logy is None:
+        logy = positive and max(vals) / min(vals) > 20
+    if logy and not positive:
+        raise ValueError("a logarithmic axis needs positive energies")
+    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2.8, 3.8), constrained_layout=True)
+    bottom = 10 ** np.floor(np.log10(min(vals)) - 0.3) if logy else 0.0
+    bars = ax.bar(names, np.asarray(vals) - bottom, bottom=bottom, color=[f"C{i}" for i in range(len(names))])
     for b, v in zip(bars, vals):
-        ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8,
+        ax.annotate(_readable(v), (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8,
                     xytext=(0, 2), textcoords="offset points")
-    ax.set(ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom, 10 ** np.ceil(np.log10(max(vals)) + 0.3))
+        ax.yaxis.set_major_locator(LogLocator(base=10))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"{y:,.0f}" if y >= 1 else f"{y:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.set_ylim(min(0.0, min(vals) * 1.15), max(vals) * 1.15 if max(vals) > 0 else 1.0)
+    ax.set(ylabel=ylabel + (" (log scale)" if logy else ""), title=title)
     ax.tick_params(axis="x", rotation=20)
     ax.grid(alpha=0.3, axis="y")
     return _finish(fig, save=save)
 
 
 def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis: str = "umap",
-                         cmap: str = "viridis", title: str | None = "marker expression: raw vs denoised", save=None):
+                         cmap: str = "viridis", cbar_label: str = "log1p expression",
+                         title: str | None = "marker expression: raw vs denoised", save=None):
     """Rows: versions of the expression matrix (``{"raw": X, "manifold": X̂_m, ...}``, cells x genes);
     columns: marker genes, on the same embedding, with one colour scale per marker.
 
     ``genes`` are marker names; ``gene_names`` names the columns of the matrices (default ``adata.var_names``).
+    The colour scale of a marker (one colour bar under its column, labelled with the gene and ``cbar_label``) runs
+    from 0 (expression cannot be negative; a denoiser's small negative outputs take the lowest colour, and a pointed
+    end of the colour bar says so) to the 99th percentile over all versions.
     """
     import matplotlib.pyplot as plt
     import scipy.sparse as sp
@@ -180,12 +230,24 @@ def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis
         if M.shape != (adata.n_obs, len(names)):
             raise ValueError(f"version {k!r} has shape {M.shape}, expected ({adata.n_obs}, {len(names)})")
         mats[k] = M
-    fig, axes = plt.subplots(len(mats), len(genes), figsize=(3.3 * len(genes), 2.9 * len(mats)),
+    fig, axes = plt.subplots(len(mats), len(genes), figsize=(3.1 * len(genes), 2.7 * len(mats) + 0.8),
                              constrained_layout=True, squeeze=False)
+    size = max(2.0, 12000 / max(len(xy), 1) / 4)
     for j, g in enumerate(genes):
         cols = [m[:, pos[g]] for m in mats.values()]
-        vmin = min(float(np.percentile(c, 1)) for c in cols)
         vmax = max(float(np.percentile(c, 99)) for c in cols)
+        vmax = vmax if vmax > 0 else max(float(np.max(c)) for c in cols) or 1.0
+        below = any(bool((c < 0).any()) for c in cols)
+        above = any(bool((c > vmax).any()) for c in cols)
+        extend = "both" if below and above else "min" if below else "max" if above else "neither"
         for i, (k, c) in enumerate(zip(mats, cols)):
-            _scatter(axes[i, j], fig, xy, c, title=f"{g} — {k}", cmap=cmap, vmin=vmin, vmax=vmax)
+            ax = axes[i, j]
+            order = np.argsort(c, kind="stable")  # highest values on top
+            sc = ax.scatter(xy[order, 0], xy[order, 1], c=c[order], s=size, cmap=cmap, vmin=0.0, vmax=vmax,
+                            linewidths=0, rasterized=True)
+            ax.set_title(f"{g} — {k}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.colorbar(sc, ax=axes[:, j], orientation="horizontal", shrink=0.85, aspect=25, extend=extend,
+                     label=f"{g}: {cbar_label}")
     return _finish(fig, title=title, save=save)
