@@ -88,6 +88,9 @@ def bench_setup() -> None:
 
 
 def bench(args) -> int:
+    if [a for a in args if not a.startswith("-")] == ["grading"]:  # needs nbgrader and dask: the course environment
+        setup()
+        return _in_venv(["-m", "benchmarks", *args])
     bench_setup()
     env = dict(os.environ)
     env.setdefault("MPLBACKEND", "Agg")

@@ -29,8 +29,12 @@ def main(argv=None) -> int:
     p.add_argument("--case", default=None, help="run only the cases whose name contains this text")
     args = p.parse_args(argv)
     if args.list or not args.topics:
-        print("topics:", " ".join(topics()))
+        print("topics:", " ".join(topics()), "grading")
         return 0
+    if args.topics == ["grading"]:  # class-scale grading: its own protocol (benchmarks/grading.py)
+        from . import grading
+
+        return grading.main(["--quick"] if args.quick else [])
     for topic in args.topics:
         if topic not in topics():
             print(f"unknown topic {topic!r}; known: {topics()}", file=sys.stderr)

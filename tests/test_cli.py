@@ -57,3 +57,10 @@ def test_check_rejects_what_is_not_a_notebook(tmp_path):
     with pytest.raises(ValueError, match="no autograded test cells"):
         cli.check(plain)
     assert cli.main(["check", str(tmp_path / "nope.txt")]) == 2
+
+
+def test_data_says_when_the_mirror_folder_does_not_exist(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
+    assert cli.main(["data"]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -6,6 +6,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import time
+import socket
+import os
 import io
 import json
 import shutil
@@ -303,3 +306,110 @@ def test_failed_download_is_tried_once_per_process(tmp_path, monkeypatch):
         with pytest.raises(datasets.DataUnavailableError, match="absent.csv.gz failed"):
             datasets.baron_mouse_pancreas(mice="mouse2", require_all=True)
     assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- a data layer that never hangs and says why
+class _Misbehaving(http.server.BaseHTTPRequestHandler):
+    """404 for /missing, a connection closed halfway for /half, one byte every 2 s for /slow."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802  (http.server's name)
+        if self.path.endswith("missing.h5ad") or "missing" in self.path:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        if "half" in self.path:
+            self.wfile.write(b"x" * 500)
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        for _ in range(100):  # slow
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(2)
+
+
+@pytest.fixture()
+def bad_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", ["404", "refused", "closed-midway", "too-slow"])
+def test_a_failing_http_mirror_gives_a_clear_error_and_the_upstream_is_tried(bad_server, tmp_path, monkeypatch, how):
+    prefix = {"404": f"{bad_server}/missing", "refused": f"http://127.0.0.1:{_free_port()}",
+              "closed-midway": f"{bad_server}/half", "too-slow": f"{bad_server}/slow"}[how]
+    monkeypatch.setenv("SCCOURSE_DATA_MIRROR", prefix)
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "3")
+    tried = []
+    monkeypatch.setattr(datasets, "_load_upstream", lambda name, key="counts": tried.append(name) or
+                        (_ for _ in ()).throw(datasets.DataUnavailableError("upstream unreachable too")))
+    t0 = time.monotonic()
+    with pytest.raises(datasets.DataUnavailableError) as err:
+        datasets.baron_mouse_pancreas(mice="mouse1", require_all=True)
+    assert time.monotonic() - t0 < 60, "a download must end within its deadline"
+    msg = str(err.value)
+    assert prefix in msg and "SCCOURSE_DATA_MIRROR" in msg and "upstream unreachable too" in msg
+    assert tried == ["baron_mouse1"], "the original source is tried after the mirror failed"
+    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] if (tmp_path / "cache").exists() else []
+    assert leftovers == [], f"half-written files left behind: {leftovers}"
+
+
+def test_unusable_cache_folders_are_named(tmp_path, monkeypatch, http_root):
+    _, url = http_root
+    monkeypatch.setenv("SCCOURSE_DATA_MIRROR", url)
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(a_file))
+    with pytest.raises(datasets.DataUnavailableError, match="SCCOURSE_DATA_DIR"):
+        datasets.zeisel_cortex()
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(readonly / "cache"))
+    monkeypatch.setattr(datasets.os, "access", lambda *a, **k: False)  # root ignores permission bits
+    with pytest.raises(datasets.DataUnavailableError, match="SCCOURSE_DATA_DIR"):
+        datasets._writable_dir(readonly)
+
+
+def test_stale_temporaries_are_removed_and_a_corrupt_cache_is_replaced(fake_mirror, tmp_path):
+    cache = tmp_path / "cache"
+    (cache / ZEISEL).parent.mkdir(parents=True)
+    stale = (cache / ZEISEL).parent / "tmpabc123"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    datasets._remove_stale_temporaries(stale.parent)
+    assert not stale.exists()
+    (cache / ZEISEL).write_bytes(b"corrupt")
+    with pytest.warns(UserWarning, match="corrupt and has been removed"):
+        a = datasets.zeisel_cortex()  # the verified mirror copy is used instead of failing every load
+    assert a.shape == (3005, 200)
+    assert not (cache / ZEISEL).exists()
+
+
+def test_download_deadline_is_validated(monkeypatch):
+    monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="SCCOURSE_DOWNLOAD_TIMEOUT"):
+        datasets.download_deadline()
+    monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "-1")
+    with pytest.raises(ValueError, match="positive"):
+        datasets.download_deadline()

@@ -305,6 +305,8 @@ def qc_table(X, var_names):
 def integrity(course):
     """Tampering, dying and mode-switching submissions of 00_orientation, plus a reference graded in full mode."""
     name = "00_orientation"
+    if name not in NAMES:
+        pytest.skip("00_orientation is not among SCCOURSE_TEST_NOTEBOOKS")
     source = _source(course, name)
     paths = [str(course / "solutions" / name / f"{name}.ipynb"), str(ROOT / "solutions" / name / f"{name}.ipynb"),
              str(course / "gradebook.db"), "/etc/shadow"]

@@ -129,8 +129,13 @@ def main(argv=None) -> int:
         return _print_report(args.notebook, report)
     from . import datasets
 
-    print(f"cache:  {datasets.cache_dir()}\nmirror: {datasets.mirror()}\n")
+    mir = datasets.mirror()
+    print(f"cache:  {datasets.cache_dir()}\nmirror: {mir}\n")
     print(datasets.available().to_string())
+    if mir is not None and not mir.startswith(("http://", "https://", "file://")) and not Path(mir).expanduser().is_dir():
+        print(f"\nsccourse data: the mirror folder {mir} does not exist (SCCOURSE_DATA_MIRROR); point it at the folder "
+              "that holds the data files", file=sys.stderr)
+        return 1
     return 0
 
 

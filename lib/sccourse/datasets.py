@@ -26,6 +26,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -74,7 +75,39 @@ def _registry() -> dict:
 
 def cache_dir() -> Path:
     """The local cache folder (``SCCOURSE_DATA_DIR``, default ``<project>/data/cache``)."""
-    return Path(os.environ.get("SCCOURSE_DATA_DIR") or _PROJECT_ROOT / "data" / "cache").expanduser()
+    path = Path(os.environ.get("SCCOURSE_DATA_DIR") or _PROJECT_ROOT / "data" / "cache").expanduser()
+    if path.exists() and not path.is_dir():
+        raise DataUnavailableError(
+            f"the data cache {path} is a file, not a folder: point SCCOURSE_DATA_DIR at a folder (or unset it to use "
+            f"{_PROJECT_ROOT / 'data' / 'cache'})")
+    return path
+
+
+def _writable_dir(path: Path) -> Path:
+    """Create ``path`` (a cache folder) or say clearly why it cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (PermissionError, FileExistsError, NotADirectoryError, OSError) as err:
+        raise DataUnavailableError(
+            f"cannot create the data cache folder {path} ({type(err).__name__}: {err}); set SCCOURSE_DATA_DIR to a "
+            "folder you can write to") from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DataUnavailableError(
+            f"the data cache folder {path} is not writable; set SCCOURSE_DATA_DIR to a folder you can write to "
+            "(or put the files in a local mirror folder: SCCOURSE_DATA_MIRROR)")
+    return path
+
+
+def download_deadline() -> float:
+    """Seconds a single download may take in all (``SCCOURSE_DOWNLOAD_TIMEOUT``, default 600)."""
+    value = os.environ.get("SCCOURSE_DOWNLOAD_TIMEOUT", "600")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"SCCOURSE_DOWNLOAD_TIMEOUT must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"SCCOURSE_DOWNLOAD_TIMEOUT must be positive, got {value!r}")
+    return seconds
 
 
 def mirror() -> str | None:
@@ -141,17 +174,97 @@ def _how_to_get(name: str, relpath: str) -> str:
     )
 
 
+class _DeadlineDownloader:
+    """pooch downloader: streams with requests, with a connect/read timeout and an overall deadline."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def __call__(self, url: str, output_file, pooch_obj, check_only: bool = False):
+        import socket
+        import threading
+
+        import requests
+
+        expired = threading.Event()
+        with requests.get(url, stream=True, timeout=(min(15.0, self.deadline), min(60.0, self.deadline))) as response:
+            response.raise_for_status()
+
+            def stop():  # a server that trickles bytes never trips the read timeout: cut the connection
+                expired.set()
+                sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+                if sock is None:  # urllib3 2: the socket under http.client's buffered reader
+                    fp = getattr(getattr(response.raw, "_fp", None), "fp", None)
+                    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+                try:
+                    if sock is not None:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            timer = threading.Timer(self.deadline, stop)
+            timer.daemon = True
+            timer.start()
+            expected = response.headers.get("Content-Length")
+            written = 0
+            out = open(output_file, "w+b") if isinstance(output_file, (str, Path)) else output_file
+            try:
+                for chunk in response.iter_content(chunk_size=1 << 16):
+                    out.write(chunk)
+                    written += len(chunk)
+            except Exception:
+                if expired.is_set():
+                    raise TimeoutError(f"the download took longer than {self.deadline:g} s "
+                                       "(SCCOURSE_DOWNLOAD_TIMEOUT)") from None
+                raise
+            finally:
+                timer.cancel()
+                if out is not output_file:
+                    out.close()
+            if expired.is_set():
+                raise TimeoutError(f"the download took longer than {self.deadline:g} s (SCCOURSE_DOWNLOAD_TIMEOUT)")
+            if expected is not None and written != int(expected):
+                raise OSError(f"the connection closed after {written} of {expected} bytes")
+
+
+_STALE_SECONDS = 3600
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """pooch downloads into ``tmp*`` files beside the target; a process killed mid-download leaves one behind."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for p in folder.glob("tmp*"):
+        try:
+            if p.is_file() and now - p.stat().st_mtime > _STALE_SECONDS:
+                p.unlink()
+        except OSError:
+            pass
+
+
 def _download(url: str, *, sha256: str | None, dest_dir: Path, fname: str, what: str) -> Path:
-    """Download ``url`` into ``dest_dir/fname`` with pooch; atomic, hash-checked when a hash is known."""
+    """Download ``url`` into ``dest_dir/fname`` with pooch; atomic, hash-checked when a hash is known, within the
+    overall deadline of :func:`download_deadline`. Network and HTTP failures become :class:`DataUnavailableError`
+    naming the URL."""
     import pooch
 
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    _writable_dir(dest_dir)
+    _remove_stale_temporaries(dest_dir)
     known = f"sha256:{sha256}" if sha256 else None
     try:
-        path = pooch.retrieve(url, known_hash=known, fname=fname, path=dest_dir, progressbar=False)
+        path = pooch.retrieve(url, known_hash=known, fname=fname, path=dest_dir, progressbar=False,
+                              downloader=_DeadlineDownloader(download_deadline()))
     except ValueError as err:  # pooch's hash mismatch: the temporary file is already removed
         raise DataIntegrityError(
             f"{what}: downloaded file from {url} failed its check ({err}). Nothing was written to {dest_dir}."
+        ) from err
+    except (PermissionError, DataUnavailableError):
+        raise
+    except Exception as err:  # requests' HTTP, connection and chunked-encoding errors, our deadline, OSError
+        raise DataUnavailableError(
+            f"{what}: downloading {url} failed ({type(err).__name__}: {' '.join(str(err).split())[:300]}). Nothing "
+            f"was written to {dest_dir}. Check the address (SCCOURSE_DATA_MIRROR) or the network."
         ) from err
     return Path(path)
 
@@ -162,8 +275,17 @@ def _fetch_file(name: str, key: str) -> Path:
     rel, sha = spec["path"], spec.get("sha256")
     cached = cache_dir() / rel
     if cached.exists():
-        _check_sha(cached, sha)
-        return cached
+        try:
+            _check_sha(cached, sha)
+            return cached
+        except DataIntegrityError as err:
+            # a corrupt cached copy must not block every load: drop it and get a verified one below
+            try:
+                cached.unlink()
+            except OSError:
+                raise err from None
+            warnings.warn(f"{name}: the cached {cached} was corrupt and has been removed; getting a verified copy",
+                          stacklevel=3)
     mir = mirror()
     if mir is not None and not _is_url(mir):
         candidate = Path(mir).expanduser() / rel
@@ -231,17 +353,24 @@ def _load_upstream(name: str, key: str = "counts") -> ad.AnnData:
 def _load(name: str, key: str = "counts") -> ad.AnnData:
     """Mirror-format file when available, otherwise the upstream source."""
     entry = _registry()[name]
+    mirror_error = None
     if key in entry["files"]:
         try:
             path = _fetch_file(name, key)
-        except DataUnavailableError:
+        except DataUnavailableError as err:
             if key not in entry["upstream"]:
                 raise
+            mirror_error = err
         else:
             adata = ad.read_h5ad(path)
             _check_fingerprint(adata, entry["fingerprint"], f"{name} file {path}")
             return adata
-    return _load_upstream(name, key)
+    try:
+        return _load_upstream(name, key)
+    except DataUnavailableError as err:
+        if mirror_error is None:
+            raise
+        raise DataUnavailableError(f"{mirror_error} Then the original source: {err}") from err
 
 
 # --------------------------------------------------------------------------------------
