@@ -61,3 +61,17 @@ def test_set_seed_makes_python_numpy_and_torch_repeat():
 def test_set_seed_rejects_non_integers(bad):
     with pytest.raises(ValueError, match="seed"):
         set_seed(bad)
+
+
+def test_import_sccourse_gives_the_topic_modules_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, sccourse; assert 'sccourse.etm' not in sys.modules; "
+            "assert sccourse.etm.ETM and 'sccourse.etm' in sys.modules; "
+            "assert {'datasets', 'nmf', 'ee', 'simulate', 'manifold', 'qc', 'metrics', 'plotting'} <= set(dir(sccourse))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    import sccourse
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        sccourse.nope  # noqa: B018
