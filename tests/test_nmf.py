@@ -389,3 +389,56 @@ def test_factor_plots(tmp_path):
     with pytest.raises(ValueError, match="normalize"):
         plotting.top_genes_heatmap(W, list("abcdef"), normalize="type")
     plt.close("all")
+
+
+# ---- HALS (coordinate descent for the squared error) --------------------------------------------------------
+@pytest.mark.parametrize("sparse", [False, True])
+def test_hals_decreases_monotonically_and_matches_sklearn_cd(counts, sparse):
+    Xc, _ = counts
+    Xg = Xc.T.copy()  # genes x cells
+    W0, H0 = N.initialize(Xg, 5, seed=3)
+    data = sp.csr_matrix(Xg) if sparse else Xg
+    res = N.nmf(data, 5, solver="hals", init=(W0, H0), max_iter=300, dtype=torch.float64, device="cpu")
+    obj = res.history["objective"].to_numpy()
+    assert np.all(np.diff(obj) <= 1e-12 * obj[0]), "each HALS step solves its block exactly: never up"
+    np.testing.assert_allclose(obj[-1], np.mean((Xg - res.W @ res.H) ** 2), rtol=1e-10)
+    sk = NMF(5, solver="cd", init="custom", max_iter=2000, tol=1e-10)
+    Wc = sk.fit_transform(Xc, W=H0.T.copy(), H=W0.T.copy())
+    ref = np.mean((Xc - Wc @ sk.components_) ** 2)
+    assert obj[-1] <= ref * (1 + 2e-3), (obj[-1], ref)  # the same local optimum, or a better one
+    # KKT: W, H >= 0, gradient >= 0 where the factor is 0, ~0 where it is positive
+    gH = res.W.T @ (res.W @ res.H - Xg)
+    gW = (res.W @ res.H - Xg) @ res.H.T
+    scale = np.abs(Xg).max() * Xg.shape[1]
+    for F, g in ((res.H, gH), (res.W, gW)):
+        assert (F >= 0).all()
+        assert np.abs(g[F > 1e-8]).max() < 1e-3 * scale
+        assert g[F == 0].min() > -1e-3 * scale
+
+
+def test_hals_reaches_a_lower_objective_than_mu_in_fewer_iterations(counts):
+    Xg = counts[0].T.copy()
+    W0, H0 = N.initialize(Xg, 5, seed=1)
+    mu = N.nmf(Xg, 5, init=(W0, H0), max_iter=200, dtype=torch.float64, device="cpu")
+    hals = N.nmf(Xg, 5, solver="hals", init=(W0, H0), max_iter=50, dtype=torch.float64, device="cpu")
+    assert hals.history["objective"].iloc[-1] < mu.history["objective"].iloc[-1]
+
+
+def test_hals_one_sweep_is_the_exact_block_minimiser():
+    # with W fixed, one H row update equals the non-negative least-squares optimum of that row (closed form)
+    from sccourse._nmf_kernels import _hals_sweep
+
+    rng = np.random.default_rng(0)
+    W = rng.random((30, 1))
+    X = rng.random((30, 8))
+    H = torch.as_tensor(rng.random((1, 8)))
+    _hals_sweep(H, torch.as_tensor(W.T @ X), torch.as_tensor(W.T @ W))
+    expected = np.maximum(0, (W.T @ X) / (W.T @ W))
+    np.testing.assert_allclose(H.numpy(), expected, rtol=1e-12)
+
+
+def test_hals_is_for_the_squared_error_only(counts):
+    with pytest.raises(ValueError, match="squared error only"):
+        N.nmf(counts[0].T, 3, loss="poisson", solver="hals")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        N.nmf(counts[0].T, 3, solver="cd")

@@ -32,6 +32,7 @@ from ._device import get_device
 __all__ = ["NMFResult", "factor_shares", "initialize", "nmf", "nmf_adata", "select_variable_genes", "top_genes"]
 
 _LOSSES = ("sse", "poisson")
+_SOLVERS = ("mu", "hals")
 _ORIENTATIONS = ("genes_x_cells", "cells_x_genes")
 _INITS = ("random", "nndsvda", "nndsvd")
 
@@ -191,6 +192,7 @@ def nmf(
     n_components: int,
     *,
     loss: str = "sse",
+    solver: str = "mu",
     orientation: str = "genes_x_cells",
     max_iter: int = 200,
     init="random",
@@ -221,6 +223,11 @@ def nmf(
         K, the number of factors (1 <= K <= min(genes, cells)).
     loss
         ``"sse"`` or ``"poisson"``.
+    solver
+        ``"mu"``: the multiplicative updates taught in the course (both losses). ``"hals"`` (squared error only):
+        hierarchical alternating least squares, exact coordinate descent on one row of H / column of W at a
+        time, ``H_k ← max(0, H_k + (WᵀX − WᵀW H)_k / (WᵀW)_kk)``; the same cost per iteration as ``"mu"`` and
+        far fewer iterations to a given objective (like scikit-learn's ``solver="cd"``).
     orientation
         How ``X`` is laid out: ``"genes_x_cells"`` (M x N, the default) or ``"cells_x_genes"``
         (AnnData / scikit-learn layout). The result is the same either way: ``W`` genes x K,
@@ -257,11 +264,15 @@ def nmf(
         ``W`` (genes x K), ``H`` (K x cells), ``history`` (DataFrame), ``loss``, ``n_iter``.
     """
     if _is_anndata(X):
-        return nmf_adata(X, n_components, loss=loss, max_iter=max_iter, init=init, tol=tol,
+        return nmf_adata(X, n_components, loss=loss, solver=solver, max_iter=max_iter, init=init, tol=tol,
                          eval_every=eval_every, labels=labels, callback=callback, device=device, seed=seed,
                          dtype=dtype, progress=progress)
     if loss not in _LOSSES:
         raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+    if solver == "hals" and loss != "sse":
+        raise ValueError("solver='hals' minimises the squared error only; use loss='sse' or solver='mu'")
     if orientation not in _ORIENTATIONS:
         raise ValueError(f"orientation must be one of {_ORIENTATIONS}, got {orientation!r}")
     if dtype not in (torch.float32, torch.float64):
@@ -289,11 +300,11 @@ def nmf(
         data = K_.DenseData(torch.as_tensor(np.ascontiguousarray(Xg), dtype=dtype, device=dev))
     W = torch.as_tensor(W0, dtype=dtype, device=dev).contiguous()
     H = torch.as_tensor(H0, dtype=dtype, device=dev).contiguous()
-    return _run(data, W, H, loss=loss, max_iter=max_iter, tol=tol, eval_every=eval_every, labels=labels,
-                callback=callback, progress=progress)
+    return _run(data, W, H, loss=loss, solver=solver, max_iter=max_iter, tol=tol, eval_every=eval_every,
+                labels=labels, callback=callback, progress=progress)
 
 
-def _run(data, W, H, *, loss, max_iter, tol, eval_every, labels, callback, progress) -> NMFResult:
+def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, callback, progress) -> NMFResult:
     from tqdm.auto import tqdm
 
     M, N = data.shape
@@ -328,7 +339,8 @@ def _run(data, W, H, *, loss, max_iter, tol, eval_every, labels, callback, progr
     n_iter = 0
     for t in bar:
         if loss == "sse":
-            sq = K_.sse_step(data, W, H, want_objective=is_eval(t))
+            step = K_.hals_step if solver == "hals" else K_.sse_step
+            sq = step(data, W, H, want_objective=is_eval(t))
             n_iter = t
             if sq is not None:
                 rec = {"iteration": t, "objective": sq / (M * N), "mse": sq / (M * N),
