@@ -8,9 +8,11 @@
     python3 tasks.py bench TOPIC...  # benchmarks in .venv-bench/ (with the reference packages), see benchmarks/
     python3 tasks.py student-bundle  # build/sccourse-student.zip: what students get (no solutions, no hidden tests)
     python3 tasks.py grade NAME ...  # grade every collected submission of NAME in parallel (sccourse grade --help)
+    python3 tasks.py lock            # regenerate requirements.lock (pinned, hashed) from the tested environment
 
-Every command creates `.venv/` when it is missing (torch==2.13.0 first, then `pip install -e .[dev]`) and
-is safe to re-run: the environment is reinstalled only when pyproject.toml changes.
+Every command creates `.venv/` when it is missing (torch==2.13.0 first, then the pinned, hash-checked
+requirements.lock, then this package) and is safe to re-run: the environment is reinstalled only when
+pyproject.toml or requirements.lock changes.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ def _run(cmd, **kw) -> int:
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
 
 
+LOCK = ROOT / "requirements.lock"
+
+
 def _stamp() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + TORCH.encode()).hexdigest()
+    lock = LOCK.read_bytes() if LOCK.exists() else b""
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + lock + TORCH.encode()).hexdigest()
 
 
 def setup() -> None:
@@ -53,8 +59,11 @@ def setup() -> None:
     steps = [
         pip + ["--upgrade", "pip", "setuptools", "wheel"],
         pip + [TORCH],  # before anything else: a bare `torch` requirement would pull a multi-GB CUDA build
-        pip + ["-e", ".[dev]"],
     ]
+    if LOCK.exists():  # the same versions on every machine: pinned and hash-checked, then the course itself
+        steps += [pip + ["--require-hashes", "-r", str(LOCK)], pip + ["--no-deps", "-e", "."]]
+    else:
+        steps += [pip + ["-e", ".[dev]"]]
     for cmd in steps:
         if _run(cmd) != 0:
             sys.exit(f"environment setup failed at: {' '.join(map(str, cmd))}")
@@ -69,6 +78,55 @@ BENCH_PY = BENCH_VENV / ("Scripts" if os.name == "nt" else "bin") / ("python.exe
 # the published packages the benchmarks compare against; never dependencies of the course itself.
 # torch is repeated on the same pip line so that none of them can replace the course's torch.
 BENCH_REFERENCES = ["scetm==0.5.0", "tensorboard", "neuralee==0.1.6", "scdesigner==0.0.25"]
+
+
+# packages the lock leaves out: torch (installed first, CPU or CUDA build as the machine needs) and what only a
+# CUDA build of torch pulls in
+_TORCH_ONLY = ("torch", "triton", "nvidia-", "cuda-")
+
+
+def lock(args) -> int:
+    """Regenerate requirements.lock: every dependency of the course and its dev tools, pinned to the versions of
+    this checkout's tested environment, with hashes, for every platform (uv's universal resolution)."""
+    import re
+    import tempfile
+
+    setup()
+    if _run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "uv"]) != 0:
+        return 1
+    frozen = subprocess.run([PY, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(ln for ln in frozen if not ln.lower().startswith("torch==")) + "\n")
+        raw = Path(tmp) / "raw.lock"
+        cmd = [PY, "-m", "uv", "pip", "compile", "pyproject.toml", "--extra", "dev", "--universal",
+               "--generate-hashes", "--python-version", "3.11.5", "-c", str(constraints), "--no-header",
+               "--no-emit-package", "torch", "-o", str(raw)]
+        if _run(cmd) != 0:
+            return 1
+        blocks = re.split(r"\n(?=[A-Za-z0-9])", raw.read_text().strip())
+    names = {b.split("==")[0].lower(): b for b in blocks if "==" in b.split("\n")[0]}
+
+    def via(block: str) -> set[str]:
+        return {m.lower() for m in re.findall(r"#\s+(?:via\s+)?([A-Za-z0-9_.-]+)", block)} - {"via"}
+
+    drop = {n for n in names if n.startswith(_TORCH_ONLY)}
+    changed = True
+    while changed:  # packages needed only by what is dropped go too
+        changed = False
+        for n, block in names.items():
+            parents = via(block)
+            if n not in drop and parents and parents <= (drop | {"torch"}):
+                drop.add(n)
+                changed = True
+    kept = [b for n, b in names.items() if n not in drop]
+    header = ("# The course's pinned, hash-checked environment (everything but torch, which tasks.py installs first).\n"
+              "# Regenerate with `python3 tasks.py lock` after changing pyproject.toml (it pins the versions of the\n"
+              "# tested .venv); tests/test_packaging.py checks it against pyproject.toml.\n")
+    LOCK.write_text(header + "\n".join(kept) + "\n")
+    print(f"wrote {LOCK}: {len(kept)} packages (left out: {', '.join(sorted(drop))})")
+    return 0
 
 
 def bench_setup() -> None:
@@ -192,7 +250,7 @@ def main(argv) -> int:
         print(__doc__)
         return 0
     cmd, rest = argv[0], argv[1:]
-    commands = ("setup", "course", "test", "release", "bench", "student-bundle", "grade")
+    commands = ("setup", "course", "test", "release", "bench", "student-bundle", "grade", "lock")
     if cmd not in commands:
         print(f"unknown command {cmd!r}; expected one of: {', '.join(commands)}", file=sys.stderr)
         return 2
@@ -207,6 +265,8 @@ def main(argv) -> int:
         return rc
     if cmd == "student-bundle":
         return student_bundle(rest)
+    if cmd == "lock":
+        return lock(rest)
     setup()
     if cmd == "setup":
         rc = 0

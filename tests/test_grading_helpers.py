@@ -219,3 +219,11 @@ def test_an_optimiser_step_is_not_tampering():
     opt.step()
     assert _guard.changes() == []
     grading.assert_allclose([1.0], [1.0])
+
+
+def test_forbid_accepts_packages_with_unhashable_callables():
+    from scipy.optimize import brentq
+
+    with pytest.raises(grading.ShortcutError):
+        with grading.forbid("scipy.optimize"):
+            brentq(lambda x: x - 1.0, 0.0, 3.0)

@@ -68,3 +68,38 @@ def test_ci_runs_the_readme_test_command():
     assert "course" in commands[0] and "test" in commands[1]
     assert commands[1] in ci, f".ci/run must call the README test command {commands[1]!r}"
     assert "SCCOURSE_DATA_MIRROR" in ci
+
+
+def _lock() -> dict[str, str]:
+    text = (ROOT / "requirements.lock").read_text()
+    blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 3)[-1].strip())
+    out = {}
+    for b in blocks:
+        head = b.split("\n")[0]
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^ ;\\]+)", head)
+        if m:
+            assert "--hash=sha256:" in b, f"{m.group(1)} has no hash in requirements.lock"
+            out[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return out
+
+
+def test_lock_pins_every_dependency_within_pyproject_ranges_with_hashes():
+    from packaging.specifiers import SpecifierSet
+
+    locked = _lock()
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for r in list(meta["dependencies"]) + list(meta["optional-dependencies"]["dev"]):
+        req = Requirement(r)
+        name = req.name.lower().replace("_", "-")
+        if name == "torch":  # installed first by tasks.py, never from the lock
+            assert "torch" not in locked
+            continue
+        assert name in locked, f"{name} (pyproject.toml) is missing from requirements.lock: run `python3 tasks.py lock`"
+        assert locked[name] in SpecifierSet(str(req.specifier)), (
+            f"requirements.lock pins {name}=={locked[name]} outside pyproject's {req.specifier}")
+    assert not any(n.startswith(("nvidia-", "triton", "cuda-")) for n in locked), "CUDA-only packages in the lock"
+
+
+def test_setup_installs_from_the_lock():
+    tasks = (ROOT / "tasks.py").read_text()
+    assert '"--require-hashes", "-r", str(LOCK)' in tasks and '"--no-deps", "-e", "."' in tasks

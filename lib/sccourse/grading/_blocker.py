@@ -83,7 +83,10 @@ def _targets(obj) -> tuple[set, set]:
         if code is not None:
             codes.add(code)
         elif callable(f):
-            builtins.add(f)
+            try:
+                builtins.add(f)
+            except TypeError:  # an unhashable callable (e.g. a Cython instancemethod): the profile hook cannot see it
+                pass
 
     if isinstance(obj, types.ModuleType):
         for f in _module_functions(obj.__name__):
