@@ -27,7 +27,13 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     p.add_argument("--case", default=None, help="run only the cases whose name contains this text")
+    p.add_argument("--dry-run", action="store_true", help="gpu: rehearse on the CPU with small sizes")
+    p.add_argument("--no-install", action="store_true", help="gpu: keep the installed torch")
     args = p.parse_args(argv)
+    if args.topics == ["gpu"]:  # everything that needs a GPU, in one run (benchmarks/gpu.py)
+        from . import gpu
+
+        return gpu.main([a for a, on in (("--dry-run", args.dry_run), ("--no-install", args.no_install)) if on])
     if args.list or not args.topics:
         print("topics:", " ".join(topics()), "grading")
         return 0
