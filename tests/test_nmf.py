@@ -442,3 +442,20 @@ def test_hals_is_for_the_squared_error_only(counts):
         N.nmf(counts[0].T, 3, loss="poisson", solver="hals")
     with pytest.raises(ValueError, match="solver must be one of"):
         N.nmf(counts[0].T, 3, solver="cd")
+
+
+def test_float32_overflow_raises_instead_of_returning_nan():
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 20)) * 1e30  # ‖X‖² overflows float32
+    with pytest.raises(FloatingPointError, match="float64"):
+        N.nmf(X, 3, max_iter=20, device="cpu")
+    res = N.nmf(X, 3, max_iter=20, device="cpu", dtype=torch.float64)
+    assert np.isfinite(res.W).all() and np.isfinite(res.history["objective"]).all()
+
+
+def test_select_variable_genes_rejects_nan_counts():
+    import anndata as ad
+
+    a = ad.AnnData(np.array([[1.0, np.nan, 2.0], [0.0, 1.0, 3.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        N.select_variable_genes(a, 2)

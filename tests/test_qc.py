@@ -114,3 +114,21 @@ def test_top_genes_by_fraction_ranks_by_share_not_by_count():
     assert list(np.asarray(X.mean(axis=0)).ravel().argsort()[::-1][:1]) == [1]  # by mean count "b" would lead
     with pytest.raises(ValueError, match="positive integer"):
         qc.top_genes_by_fraction(adata, n=0)
+
+
+def test_normalising_twice_is_refused_and_log_data_is_not_counts():
+    X = sp.csr_matrix(np.array([[1.0, 3.0, 0.0], [2.0, 0.0, 5.0]]))
+    adata = ad.AnnData(X.copy())
+    adata.var_names = ["a", "b", "MT-c"]
+    qc.normalize_log1p(adata)
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X.toarray())
+    with pytest.raises(ValueError, match=r"layers\['counts'\] already exists"):
+        qc.normalize_log1p(adata)  # a re-run cell would overwrite the counts with log data
+    np.testing.assert_array_equal(adata.layers["counts"].toarray(), X.toarray())
+    with pytest.raises(ValueError, match=r"adata.X must hold raw integer counts.*log-transformed"):
+        qc.qc_metrics(adata)  # log data is not accepted as counts
+    neg = ad.AnnData(sp.csr_matrix(np.array([[1.0, -2.0]])))
+    with pytest.raises(ValueError, match="non-negative"):
+        qc.qc_metrics(neg)
+    with pytest.raises(TypeError, match="AnnData"):
+        qc.qc_metrics(X)

@@ -596,3 +596,42 @@ def test_spline_formula_keeps_its_knots_for_new_cells():
     assert err["spline"] < 0.1 < err["line"]
     assert likelihood_ratio_test(line, spline)["p_value"].max() < 1e-10
     assert spline.sample(sub, seed=0).shape == (3, 2)
+
+
+def test_nb_logpmf_domains():
+    import scipy.stats
+
+    from sccourse import simulate as S
+
+    out = S.nb_logpmf(np.array([-1.0, 2.5, 0.0, 3.0]), np.array([2.0, 2.0, 0.0, 0.0]), 4.0).numpy()
+    assert np.isneginf(out[0]) and np.isneginf(out[1]) and out[2] == 0.0 and np.isneginf(out[3])
+    ok = S.nb_logpmf(np.array([0.0, 3.0]), 2.0, 4.0).numpy()
+    np.testing.assert_allclose(ok, scipy.stats.nbinom.logpmf([0, 3], 4.0, 4.0 / 6.0))
+    with pytest.raises(ValueError, match="mu must hold finite means >= 0"):
+        S.nb_logpmf(1.0, -2.0, 4.0)
+    with pytest.raises(ValueError, match=r"r \(the NB size"):
+        S.nb_logpmf(1.0, 2.0, 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        S.nb_logpmf(np.nan, 2.0, 1.0)
+    z = S.zinb_logpmf(np.array([0.0, -1.0]), np.array([0.0, 1.0]), 2.0, 0.0).numpy()
+    assert z[0] == 0.0 and np.isneginf(z[1])
+
+
+def test_unseen_factor_levels_raise_naming_the_column():
+    import anndata as ad
+
+    from sccourse import simulate as S
+
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame({"group": rng.choice(["a", "b"], 300), "x": rng.normal(size=300)},
+                       index=[f"c{i}" for i in range(300)])
+    Y = rng.poisson(5, size=(300, 3))
+    sim = S.NegBinRegressionSimulator().fit(ad.AnnData(Y.astype(float), obs=obs),
+                                            {"mean": "~ group + x", "dispersion": "~ 1"}, device="cpu")
+    new = obs.iloc[:4].copy()
+    new["group"] = ["a", "b", "c", "typo"]
+    with pytest.raises(ValueError, match=r"obs\['group'\] has levels the model never saw: \['c', 'typo'\]"):
+        sim.predict(new)
+    with pytest.raises(ValueError, match="never saw"):
+        sim.sample(new, seed=0)
+    assert sim.predict(obs.iloc[:4])["mean"].shape == (4, 3)

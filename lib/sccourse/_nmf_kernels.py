@@ -39,6 +39,7 @@ class DenseData:
     def __init__(self, X: torch.Tensor):
         self.X = X
         self.shape = tuple(X.shape)
+        self.max_x = float(X.max())
         self.sum_x = _fsum(X)
         self.sum_x2 = float(torch.sum(X.double() ** 2)) if X.dtype != torch.float64 else float(torch.sum(X * X))
         pos = X > 0
@@ -89,6 +90,7 @@ class SparseData:
         self.Xc = self.pattern.csr(self.data)
         self.Xtc = self.pattern.csr_t(self.data_t)
         self.sum_x = _fsum(self.data)
+        self.max_x = float(self.data.max()) if self.data.numel() else 0.0
         self.sum_x2 = float(torch.sum(self.data.double() ** 2))
         self.sum_xlogx = _fsum(self.data * torch.log(self.data))
         # (WH) at the non-zeros, in either CSR order: dense row blocks + a gather when X is not very sparse,

@@ -628,15 +628,18 @@ def synthetic(
         ``varm["true_mean_profile"]`` (genes × types, the q_t, sums to ``mean_library_size``);
         ``var["marker_of"]`` (type index a gene marks, -1 otherwise).
     """
-    for name, v in dict(n_cells=n_cells, n_genes=n_genes, n_types=n_types).items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    from ._validation import check_float, check_int, check_seed
+
+    for name, v in dict(n_cells=n_cells, n_genes=n_genes, n_types=n_types, chunk_size=chunk_size).items():
+        check_int(v, name, minimum=1)
+    check_int(n_markers, "n_markers", minimum=0)
     if n_markers * n_types > n_genes:
         raise ValueError(
             f"n_markers * n_types ({n_markers} * {n_types}) must not exceed n_genes ({n_genes})"
         )
-    if fold_change <= 0 or dispersion <= 0 or mean_library_size <= 0:
-        raise ValueError("fold_change, dispersion and mean_library_size must be positive")
+    for name, v in dict(fold_change=fold_change, dispersion=dispersion, mean_library_size=mean_library_size).items():
+        check_float(v, name, minimum=0.0, strict=True)
+    seed = check_seed(seed)
     rng = np.random.default_rng(seed)
     base = rng.lognormal(mean=0.0, sigma=1.0, size=n_genes)
     profiles = np.tile(base, (n_types, 1))

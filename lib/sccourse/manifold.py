@@ -183,13 +183,17 @@ def preprocess_and_cluster(adata, *, min_cells: int = 3, target_sum: float = 1e4
     """
     import scanpy as sc
 
+    from ._validation import check_anndata, check_counts, check_float
+
     seed = _check_seed(seed)
+    check_anndata(adata)
+    check_counts(adata.X, where="adata.X")
     for name, v in {"min_cells": min_cells, "n_comps": n_comps, "n_neighbors": n_neighbors, "n_pcs": n_pcs}.items():
         _check_positive_int(v, name)
     if n_pcs > n_comps:
         raise ValueError(f"n_pcs ({n_pcs}) must not exceed n_comps ({n_comps})")
-    if resolution <= 0 or target_sum <= 0:
-        raise ValueError("resolution and target_sum must be positive")
+    check_float(resolution, "resolution", minimum=0.0, strict=True)
+    check_float(target_sum, "target_sum", minimum=0.0, strict=True)
     if adata.n_obs <= n_neighbors:
         raise ValueError(f"need more cells ({adata.n_obs}) than n_neighbors ({n_neighbors})")
     a = adata.copy() if copy else adata

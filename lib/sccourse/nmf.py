@@ -337,7 +337,16 @@ def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, ca
     pending = None  # Poisson: row waiting for Σ X log WH, which the next H update computes anyway
     bar = tqdm(range(1, max_iter + 1), disable=not progress, desc=f"NMF-{loss}", leave=False)
     n_iter = 0
+    def check_finite(t: int) -> None:
+        if not (torch.isfinite(W).all() and torch.isfinite(H).all()):
+            raise FloatingPointError(
+                f"NMF diverged at iteration {t}: W or H holds inf/NaN ({W.dtype} overflowed on values this large: "
+                f"the largest entry of X is {data.max_x:g}). Scale X down (e.g. counts per 10^4) or pass "
+                "dtype=torch.float64")
+
     for t in bar:
+        if t % 10 == 0 or is_eval(t):
+            check_finite(t)
         if loss == "sse":
             step = K_.hals_step if solver == "hals" else K_.sse_step
             sq = step(data, W, H, want_objective=is_eval(t))
@@ -371,6 +380,7 @@ def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, ca
         pending.update(K_.poisson_terms(data, W, H, xlog))
         finish(pending, H, W)
     bar.close()
+    check_finite(n_iter)
     cols = ["iteration", "objective", "mse" if loss == "sse" else "loglik", "ari", "time_s"]
     history = pd.DataFrame(rows, columns=cols)
     history["iteration"] = history["iteration"].astype(int)
@@ -525,8 +535,9 @@ def select_variable_genes(adata, n_top_genes: int = 4000, *, layer: str | None =
         raise ValueError(f"layer {layer!r} not in adata.layers (has {list(adata.layers)})")
     X = adata.X if layer is None else adata.layers[layer]
     X = sp.csr_matrix(X, dtype=np.float64)
-    if X.nnz and X.data.min() < 0:
-        raise ValueError("select_variable_genes needs non-negative counts")
+    from ._validation import check_counts
+
+    check_counts(X, where="adata.X" if layer is None else f"adata.layers[{layer!r}]", integer=False)
     n = X.shape[0]
     if n < 2:
         raise ValueError(f"need at least two cells to compute a variance, got {n}")

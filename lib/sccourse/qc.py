@@ -11,16 +11,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["mito_genes", "qc_metrics", "filter_cells_genes", "normalize_log1p"]
+from ._validation import check_anndata, check_counts, check_float
+
+__all__ = ["mito_genes", "qc_metrics", "cell_gene_masks", "filter_cells_genes", "normalize_log1p",
+           "top_genes_by_fraction"]
 
 
 def _check_counts(adata: ad.AnnData) -> None:
-    if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"expected an AnnData, got {type(adata).__name__}")
-    X = adata.X
-    data = X.data if sp.issparse(X) else np.asarray(X)
-    if data.size and (np.min(data) < 0 or not np.all(np.isfinite(data))):
-        raise ValueError("adata.X must hold non-negative, finite raw counts")
+    check_anndata(adata)
+    check_counts(adata.X, where="adata.X")
 
 
 def _detected(X: sp.csr_matrix, *, axis: int) -> np.ndarray:
@@ -111,9 +110,13 @@ def normalize_log1p(adata: ad.AnnData, *, target_sum: float = 1e4, layer: str = 
     """
     import scanpy as sc
 
+    check_anndata(adata)
+    if layer in adata.layers:
+        raise ValueError(f"adata.layers[{layer!r}] already exists: adata looks normalised already (running this twice "
+                         "would overwrite the raw counts with log data). Start from the raw counts, or pass another "
+                         "layer name")
     _check_counts(adata)
-    if target_sum <= 0:
-        raise ValueError(f"target_sum must be positive, got {target_sum}")
+    check_float(target_sum, "target_sum", minimum=0.0, strict=True)
     adata.layers[layer] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=target_sum)
     sc.pp.log1p(adata)

@@ -78,10 +78,40 @@ def nb_logpmf(y, mu, r) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        ``log P(y)``, broadcast shape of the inputs.
+        ``log P(y)``, broadcast shape of the inputs; ``-inf`` for counts that cannot occur (negative or
+        non-integer ``y``, ``y > 0`` when ``μ = 0``), ``0`` for ``y = 0`` when ``μ = 0``.
+
+    Raises
+    ------
+    ValueError
+        For negative, NaN or infinite means, sizes ``≤ 0`` (or NaN/inf), or NaN counts.
     """
     y, mu, r = _as_tensors(y, mu, r)
-    return nb_loglik_natural(y, torch.log(mu), torch.log(r))
+    _check_domain(mu, r)
+    out = nb_loglik_natural(y, torch.log(mu), torch.log(r))
+    return _impossible_counts(out, y, mu)
+
+
+def _check_domain(mu: torch.Tensor, r: torch.Tensor) -> None:
+    """Means must be finite and >= 0, sizes finite and > 0: anything else is an error, not a NaN."""
+    if torch.isnan(mu).any() or torch.isinf(mu).any() or (mu < 0).any():
+        raise ValueError(f"mu must hold finite means >= 0; found values down to {float(mu.nan_to_num(-1).min()):g} "
+                         "(or NaN/inf)")
+    if torch.isnan(r).any() or torch.isinf(r).any() or (r <= 0).any():
+        raise ValueError(f"r (the NB size, 1/dispersion) must hold finite values > 0; found "
+                         f"{float(r.nan_to_num(0).min()):g} (or NaN/inf)")
+
+
+def _impossible_counts(logp: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    """-inf for counts that cannot occur: negative or non-integer y, and y > 0 when mu = 0 (then P(0) = 1)."""
+    if torch.isnan(y).any():
+        raise ValueError("y must hold counts, found NaN")
+    impossible = (y < 0) | (y != torch.floor(y)) | ((mu == 0) & (y > 0))
+    certain = (mu == 0) & (y == 0)
+    if impossible.any() or certain.any():
+        logp = torch.where(impossible, torch.full_like(logp, -torch.inf), logp)
+        logp = torch.where(certain & ~impossible, torch.zeros_like(logp), logp)
+    return logp
 
 
 def zinb_logpmf(y, mu, r, pi_logit) -> torch.Tensor:
@@ -103,7 +133,16 @@ def zinb_logpmf(y, mu, r, pi_logit) -> torch.Tensor:
     torch.Tensor
     """
     y, mu, r, w = _as_tensors(y, mu, r, pi_logit)
-    return zinb_loglik_natural(y, torch.log(mu), torch.log(r), w)
+    _check_domain(mu, r)
+    if torch.isnan(w).any():
+        raise ValueError("pi_logit must not hold NaN")
+    out = zinb_loglik_natural(y, torch.log(mu), torch.log(r), w)
+    # mu = 0: NB(0) = 1, so P(0) = 1 and P(y > 0) = 0; negative or non-integer y cannot occur
+    impossible = (y < 0) | (y != torch.floor(y)) | ((mu == 0) & (y > 0))
+    if impossible.any() or (mu == 0).any():
+        out = torch.where((mu == 0) & (y == 0), torch.zeros_like(out), out)
+        out = torch.where(impossible, torch.full_like(out, -torch.inf), out)
+    return out
 
 
 def sample_nb(mu, r, *, seed: int = 0) -> np.ndarray:
@@ -224,6 +263,9 @@ class _Design:
             raise ValueError(f"the {part!r} formula {formula!r} has no terms (did you remove the intercept only?)")
         self.keep, self.aliased = _independent_columns(X, self.columns)
         self.X = X
+        # the levels each categorical variable had at fit time: new obs may not bring others
+        self.levels = {v: set(obs[v].astype(str).unique()) for v in needed
+                       if not pd.api.types.is_numeric_dtype(obs[v]) or pd.api.types.is_bool_dtype(obs[v])}
 
     def matrix(self, obs: pd.DataFrame) -> np.ndarray:
         missing = [v for v in self.variables if v not in obs.columns]
@@ -233,6 +275,12 @@ class _Design:
                 f"obs has {list(map(str, obs.columns))}"
             )
         _check_no_nan(obs, self.variables, self.part, self.formula)
+        for v, known in getattr(self, "levels", {}).items():
+            unseen = sorted(set(obs[v].astype(str).unique()) - known)
+            if unseen:
+                raise ValueError(
+                    f"obs[{v!r}] has levels the model never saw: {unseen} (the {self.part!r} formula {self.formula!r} "
+                    f"was fitted on {sorted(known)}); a level it never saw has no coefficient")
         try:
             mm = self.spec.get_model_matrix(obs, na_action="raise")
         except Exception as err:
