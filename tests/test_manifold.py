@@ -677,3 +677,19 @@ def test_gpu_train_denoiser_close_to_cpu():
     _, h_cpu = m.train_denoiser(X, m.GaussianNoise(0.5), device="cpu", **kw)
     _, h_gpu = m.train_denoiser(X, m.GaussianNoise(0.5), device="cuda", **kw)
     np.testing.assert_allclose(h_gpu["train_loss"], h_cpu["train_loss"], rtol=1e-3)
+
+
+def test_training_leaves_the_global_random_state_alone():
+    import torch
+
+    from sccourse import manifold as M
+
+    X = torch.rand(40, 6)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    M.train_denoiser(X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False)
+    assert torch.equal(torch.rand(3), expected), "a library call must not reseed the global generator"
+    h1 = M.train_denoiser(X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False)[1]
+    h2 = M.train_denoiser(X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False)[1]
+    pd.testing.assert_frame_equal(h1, h2)

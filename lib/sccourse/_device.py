@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -78,6 +79,18 @@ def set_seed(seed: int) -> np.random.Generator:
         torch.cuda.manual_seed_all(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     return np.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device | str | None = None):
+    """Local torch randomness for library code: the global generators (CPU, and ``device`` when it is CUDA) are
+    forked, seeded with ``seed`` inside the block and restored after it, so a library call never changes the
+    random state a notebook relies on (``set_seed`` is for notebooks)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

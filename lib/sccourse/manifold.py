@@ -28,7 +28,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ._device import get_device, set_seed
+from ._device import get_device, seeded
 
 __all__ = [
     "PBMC_MARKERS",
@@ -741,20 +741,20 @@ def train_denoiser(X, noise: NoiseProcess, *, genes=None, hidden: int = 512, epo
         raise ValueError(f"X has {Xt.shape[0]} cells but the heat operator has {noise.n}")
     cols = _resolve_genes(Xt, genes)
     X0 = Xt[:, torch.from_numpy(cols)].contiguous().to(dev)
-    set_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
-    model = Denoiser(X0.shape[1], hidden, genes=cols).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    rows = []
-    label = getattr(noise, "name", type(noise).__name__)
-    bar = tqdm(range(1, epochs + 1), desc=f"denoiser [{label}]", disable=not progress, leave=False)
-    for epoch in bar:
-        # the library's processes draw from the run's generator; any other object is called as noise.sample(X)
-        Xn = noise.sample(X0, generator=gen) if isinstance(noise, NoiseProcess) else noise.sample(X0)
-        tr, va = _epoch(model, opt, Xn, X0, idx_tr, idx_va, batch_size, gen)
-        rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
-        bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
+    with seeded(seed, dev):  # local randomness: the notebook's global state is left as it was
+        gen = torch.Generator().manual_seed(seed)
+        idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
+        model = Denoiser(X0.shape[1], hidden, genes=cols).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        rows = []
+        label = getattr(noise, "name", type(noise).__name__)
+        bar = tqdm(range(1, epochs + 1), desc=f"denoiser [{label}]", disable=not progress, leave=False)
+        for epoch in bar:
+            # the library's processes draw from the run's generator; any other object is called as noise.sample(X)
+            Xn = noise.sample(X0, generator=gen) if isinstance(noise, NoiseProcess) else noise.sample(X0)
+            tr, va = _epoch(model, opt, Xn, X0, idx_tr, idx_va, batch_size, gen)
+            rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
+            bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
     model.eval()
     return model, pd.DataFrame(rows)
 
@@ -882,20 +882,20 @@ def train_conditional_denoiser(X, heat: ManifoldHeat, *, max_steps: int = 10, ge
     cols = _resolve_genes(Xt, genes)
     X0 = Xt[:, torch.from_numpy(cols)].contiguous().to(dev)
     H = heat.powers(X0, K)  # (K+1, n, d)
-    set_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
-    model = LevelDenoiser(X0.shape[1], K, hidden, emb_dim, genes=cols).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    rows = []
-    cells = torch.arange(X0.shape[0], device=dev)
-    bar = tqdm(range(1, epochs + 1), desc="level-conditioned denoiser", disable=not progress, leave=False)
-    for epoch in bar:
-        levels = torch.randint(1, K + 1, (X0.shape[0],), generator=gen).to(dev)
-        inputs = H[levels, cells]
-        tr, va = _epoch(model, opt, inputs, X0, idx_tr, idx_va, batch_size, gen, extra=levels)
-        rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
-        bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
+    with seeded(seed, dev):  # local randomness: the notebook's global state is left as it was
+        gen = torch.Generator().manual_seed(seed)
+        idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
+        model = LevelDenoiser(X0.shape[1], K, hidden, emb_dim, genes=cols).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        rows = []
+        cells = torch.arange(X0.shape[0], device=dev)
+        bar = tqdm(range(1, epochs + 1), desc="level-conditioned denoiser", disable=not progress, leave=False)
+        for epoch in bar:
+            levels = torch.randint(1, K + 1, (X0.shape[0],), generator=gen).to(dev)
+            inputs = H[levels, cells]
+            tr, va = _epoch(model, opt, inputs, X0, idx_tr, idx_va, batch_size, gen, extra=levels)
+            rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
+            bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
     model.eval()
     return model, pd.DataFrame(rows)
 
