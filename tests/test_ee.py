@@ -9,7 +9,7 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 from sccourse import ee
-from sccourse.metrics import evaluate_ari, knn_preservation
+from sccourse.metrics import evaluate_ari, knn_preservation, knn_preservation_at_size
 
 
 def _blobs(n_per=80, n_types=4, dim=10, sep=8.0, seed=0):
@@ -195,6 +195,38 @@ def test_objective_decreases_monotonically(blobs, optimizer, dtype, rel):
     assert m.objective_ == obj[-1]
 
 
+def test_calibration_converges_for_near_duplicate_cells():
+    """Rows whose distances differ only in the last digits need many halvings; the other rows are unaffected."""
+    from sccourse import _ee_kernels as K
+
+    rng = np.random.default_rng(4)
+    D2 = torch.as_tensor(rng.uniform(0.5, 3.0, size=(50, 30)))
+    D2[:3] = 1.0 + 1e-13 * torch.as_tensor(rng.uniform(size=(3, 30)))   # near-duplicate neighbourhoods
+    P, beta, conv = K.calibrate(D2, 10.0, tol=1e-10, max_iter=400)
+    assert bool(conv.all())
+    H = -(P * torch.log(P.clamp_min(1e-300))).sum(1)
+    np.testing.assert_allclose(H.numpy(), np.log(10.0), atol=1e-9)
+    # each row's result does not depend on the other rows
+    _, beta_alone, _ = K.calibrate(D2[10:11], 10.0, tol=1e-10, max_iter=400)
+    assert float(beta_alone[0]) == pytest.approx(float(beta[10]), rel=1e-12)
+
+
+def test_gradient_descent_leaves_the_collapsed_start():
+    """Plain gradient descent (float64 by default, first step 1/(8 max degree)) makes real progress; in float32
+    the repulsion's change near the collapsed start is below rounding and the line search stalls."""
+    Y, _ = _blobs(n_per=60, n_types=4, dim=10, seed=2)
+    W = ee.entropic_affinities(Y, 20, device="cpu")
+    gd = ee.ElasticEmbedding(lam=10.0, optimizer="gd", max_iter=30, tol=0, device="cpu").fit(Wpos=W)
+    obj = gd.history_["objective"].to_numpy()
+    assert obj[-1] < 0.5 * obj[0]
+    deg = np.asarray(W.sum(1)).ravel()
+    assert gd.history_["step"].iloc[1] == pytest.approx(1.0 / (8 * deg.max()), rel=1e-12)
+    sd = ee.ElasticEmbedding(lam=10.0, optimizer="spectral", max_iter=30, tol=0, dtype=torch.float64,
+                             device="cpu").fit(Wpos=W)
+    reached = sd.history_.loc[sd.history_["objective"] <= obj[-1], "iteration"]
+    assert len(reached) and int(reached.iloc[0]) < 15
+
+
 def test_spectral_beats_gradient_descent(blobs):
     Y, _ = blobs
     W = ee.entropic_affinities(Y, 20, device="cpu")
@@ -228,6 +260,81 @@ def test_anndata_in_and_out(synthetic_pcs):
 
 
 # ----------------------------------------------------------------------------- NeuralEE
+def test_dense_ee_loss_matches_pair_sums_and_the_blocked_objective(small_problem):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(7, 3))
+    A = rng.uniform(size=(7, 7))
+    B = rng.uniform(size=(7, 7)) / 49  # not symmetric, diagonal included: every ordered pair counts
+    ref = sum(A[i, j] * ((X[i] - X[j]) ** 2).sum() + 2.5 * B[i, j] * np.exp(-((X[i] - X[j]) ** 2).sum())
+              for i in range(7) for j in range(7))
+    Xt = torch.tensor(X, requires_grad=True)
+    val = ee.dense_ee_loss(Xt, torch.tensor(A), torch.tensor(B), 2.5)
+    assert float(val.detach()) == pytest.approx(ref, rel=1e-12)
+    val.backward()
+    assert Xt.grad.shape == (7, 3)
+    _Y, W, X2 = small_problem
+    n = X2.shape[0]
+    Wn = torch.full((n, n), 1.0 / n**2, dtype=torch.float64)
+    Wn.fill_diagonal_(0)
+    dense = ee.dense_ee_loss(torch.tensor(X2), torch.tensor(W.toarray()), Wn, 4.0)
+    assert float(dense) == pytest.approx(ee.ee_objective(X2, W, 4.0, device="cpu"), rel=1e-12)
+    with pytest.raises(ValueError, match="N × N"):
+        ee.dense_ee_loss(torch.tensor(X2), Wn[:3, :3], Wn, 1.0)
+
+
+def test_mlp_is_seeded_and_leaves_the_global_generator_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = ee.mlp(10, (8, 4), 2, seed=5)
+    after = torch.rand(1)
+    b = ee.mlp(10, (8, 4), 2, seed=5)
+    c = ee.mlp(10, (8, 4), 2, seed=6)
+    assert torch.equal(before, after)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+    assert next(a.parameters()).dtype == torch.float64
+    assert [m.__class__.__name__ for m in a] == ["Linear", "ELU", "Linear", "ELU", "Linear"]
+
+
+def test_train_ee_network_is_the_plain_loop(small_problem):
+    Y, W, _ = small_problem
+    n = Y.shape[0]
+    # full batch: the first epoch's loss is the exact objective of the untrained network (computed before)
+    net = ee.mlp(Y.shape[1], (16,), 2, seed=0)
+    with torch.no_grad():
+        X0 = net(torch.as_tensor((Y - Y.mean(0)) / Y.std())).numpy()
+    E0 = ee.ee_objective(X0, W, 10.0, device="cpu")
+    losses, cov = ee.train_ee_network(net, Y, W, 10.0, batch_size=n, epochs=25, lr=1e-2, seed=0)
+    assert losses[0] == pytest.approx(E0, rel=1e-10)
+    assert losses[-1] < 0.9 * losses[0]
+    np.testing.assert_array_equal(cov, np.full(n, 25))
+    # mini-batches: every cell once per epoch; a custom partition is used as given
+    calls = []
+
+    def halves(m, bs, rng):
+        calls.append(bs)
+        return [np.arange(0, m // 2), np.arange(m // 2, m - 1)]  # the last cell is left out
+
+    _, cov2 = ee.train_ee_network(ee.mlp(Y.shape[1], (16,), 2, seed=0), Y, W, 10.0, batch_size=45, epochs=3,
+                                  seed=1, batches=halves)
+    assert calls == [45, 45, 45]
+    assert cov2[-1] == 0 and np.all(cov2[:-1] == 3)
+
+
+def test_fit_held_out_never_shows_the_model_a_held_out_cell(synthetic_pcs):
+    pcs, _ = synthetic_pcs
+    tr, te, model = ee.fit_held_out(pcs, train_fraction=0.7, seed=3, perplexity=20, epochs=2, hidden=(16,),
+                                    device="cpu", progress=False)
+    assert len(tr) == round(0.7 * pcs.shape[0]) and len(np.intersect1d(tr, te)) == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr, te])), np.arange(pcs.shape[0]))
+    np.testing.assert_array_equal(tr, np.sort(np.random.default_rng(3).permutation(pcs.shape[0])[:len(tr)]))
+    np.testing.assert_allclose(model.mean_, pcs[tr].mean(0))
+    assert model.embedding_.shape == (len(tr), 2) and model.seed == 3
+    with pytest.raises(ValueError, match="train_fraction"):
+        ee.fit_held_out(pcs, train_fraction=1.0)
+
+
 def test_epoch_batches_cover_every_cell():
     rng = np.random.default_rng(0)
     for n, b in [(10, 3), (1001, 100), (7, 7)]:
@@ -283,7 +390,8 @@ def test_neuralee_trains_every_cell_and_maps_held_out_cells(synthetic_pcs):
     assert (m.history_["cells_seen"] == 300).all()
     loss = m.history_["loss"].to_numpy()
     assert loss[-5:].mean() < loss[:5].mean()
-    kp_train = knn_preservation(pcs[train], m.embedding_, k=10)
+    # k-NN preservation depends on the set size: compare the held-out cells with training subsets of their size
+    kp_train, _ = knn_preservation_at_size(pcs[train], m.embedding_, len(test), k=10, seed=0)
     kp_test = knn_preservation(pcs[test], m.transform(pcs[test]), k=10)
     assert kp_test >= 0.8 * kp_train
 
@@ -365,6 +473,8 @@ def test_neuralee_runs_on_cuda(blobs):
 
 # ----------------------------------------------------------------------------- plots
 def test_plots_return_figures(blobs):
+    import matplotlib.pyplot as plt
+
     import sccourse.plotting as pl
 
     Y, labels = blobs
@@ -374,6 +484,45 @@ def test_plots_return_figures(blobs):
     fig2 = pl.embedding_grid({"EE": m.embedding_}, np.linspace(0, 1, Y.shape[0]), label_name="pseudotime")
     assert len(fig2.axes) == 2  # panel + colour bar
     fig3 = pl.objective_vs_time({"spectral": m.history_})
-    assert fig3.axes[0].get_xlabel() == "time (s)"
+    assert fig3.axes[0].get_xlabel() == "wall-clock time (s)"
     with pytest.raises(ValueError, match="same number"):
         pl.embedding_grid({"a": Y[:, :2], "b": Y[:10, :2]})
+    plt.close("all")
+
+
+def test_figures_have_readable_labels(blobs):
+    import matplotlib.pyplot as plt
+
+    import sccourse.plotting as pl
+
+    Y, labels = blobs
+    m = ee.ElasticEmbedding(lam=10.0, max_iter=5, device="cpu").fit(Y)
+    # long panel names stay in the titles; the axes get short labels (no "perplexity 30, λ = 1 2")
+    fig = pl.embedding_grid({"perplexity 30, λ = 1": m.embedding_}, labels.astype(str), axis_name="EE")
+    assert fig.axes[0].get_xlabel() == "EE 1" and fig.axes[0].get_ylabel() == "EE 2"
+    assert fig.axes[0].get_title() == "perplexity 30, λ = 1"
+    # a continuous colouring with missing values: the missing cells are drawn (grey), not dropped
+    values = np.where(np.arange(Y.shape[0]) % 3 == 0, np.nan, np.linspace(0, 1, Y.shape[0]))
+    fig2 = pl.embedding_grid({"EE": m.embedding_}, values, label_name="pseudotime")
+    drawn = sum(len(c.get_offsets()) for c in fig2.axes[0].collections)
+    assert drawn == Y.shape[0]
+    assert fig2.axes[-1].get_ylabel() == "pseudotime"  # the colour bar is labelled
+    # two panels (iterations and time) sharing one legend
+    fig3 = pl.objective_vs_time({"gd": m.history_, "spectral": m.history_}, x=("iteration", "time_s"))
+    assert [a.get_xlabel() for a in fig3.axes] == ["iteration", "wall-clock time (s)"]
+    assert fig3.axes[0].get_ylabel().startswith("objective")
+    assert [t.get_text() for t in fig3.legends[0].get_texts()] == ["gd", "spectral"]
+    # held-out cells over the training cells
+    fig4 = pl.held_out_map(m.embedding_[:200], m.embedding_[200:], labels[200:].astype(str))
+    assert fig4.axes[0].get_xlabel() == "dim 1"
+    assert "training cells (200)" in [t.get_text() for t in fig4.legends[0].get_texts()]
+    # bandwidths on log axes with plain tick labels and units
+    beta = np.linspace(0.01, 1.0, 50)
+    fig5 = pl.bandwidths(beta, 1 / np.sqrt(beta), k=30)
+    ax = fig5.axes[0]
+    assert "30th nearest neighbour" in ax.get_xlabel() and "PC units" in ax.get_ylabel()
+    fig5.canvas.draw()
+    assert not any("times" in t.get_text() for t in ax.get_yticklabels() + ax.get_xticklabels())
+    with pytest.raises(ValueError, match="positive"):
+        pl.bandwidths(-beta, beta)
+    plt.close("all")

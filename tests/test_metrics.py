@@ -87,3 +87,26 @@ def test_trustworthiness_matches_sklearn():
     assert metrics.trustworthiness(X, Y, k=7) == pytest.approx(trustworthiness(X, Y, n_neighbors=7))
     with pytest.raises(ValueError, match="same number of rows"):
         metrics.trustworthiness(X, Y[:-1])
+
+
+def test_knn_preservation_at_size_scores_equal_size_subsets():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(120, 6))
+    Y = X[:, :2] + 0.5 * rng.normal(size=(120, 2))
+    idx = np.arange(20, 120)
+    # one draw, against the same subset scored directly (the documented generator and order)
+    mean, sd = metrics.knn_preservation_at_size(X, Y, 40, k=5, index=idx, n_draws=1, seed=9)
+    pick = np.random.default_rng(9).choice(idx, size=40, replace=False)
+    assert mean == metrics.knn_preservation(X[pick], Y[pick], k=5) and sd == 0.0
+    # the whole candidate set: the plain score; a boolean mask works as an index
+    mask = np.zeros(120, dtype=bool)
+    mask[idx] = True
+    assert metrics.knn_preservation_at_size(X, Y, 100, k=5, index=mask)[0] == metrics.knn_preservation(
+        X[idx], Y[idx], k=5)
+    # the size effect it exists for: a random map keeps about k / (size - 1) of the neighbours
+    R = rng.normal(size=(120, 2))
+    small = metrics.knn_preservation_at_size(X, R, 20, k=5, n_draws=30, seed=0)[0]
+    large = metrics.knn_preservation(X, R, k=5)
+    assert small > 2 * large
+    with pytest.raises(ValueError, match="size"):
+        metrics.knn_preservation_at_size(X, Y, 5, k=5)

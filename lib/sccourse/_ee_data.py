@@ -45,6 +45,8 @@ def prepare_pcs(adata, *, n_top_genes: int | None = 2000, n_pcs: int = 50, n_cel
     if n_top_genes is not None and n_top_genes < a.n_vars:
         sc.pp.highly_variable_genes(a, n_top_genes=n_top_genes, flavor="seurat")
         a = a[:, a.var["highly_variable"].to_numpy()].copy()
+    if hasattr(a.X, "toarray"):  # scaling centres every gene, so the matrix becomes dense anyway
+        a.X = a.X.toarray()
     sc.pp.scale(a, max_value=10)
     n_pcs = min(n_pcs, min(a.shape) - 1)
     sc.pp.pca(a, n_comps=n_pcs, random_state=seed)

@@ -106,33 +106,40 @@ def calibrate(D2: torch.Tensor, perplexity: float, *, method: str = "ea", tol: f
     lo = torch.full((n,), -math.inf, dtype=D.dtype, device=D.device)  # bracket on log β
     hi = torch.full((n,), math.inf, dtype=D.dtype, device=D.device)
     logb = torch.log(beta)
+    # only the rows not yet converged are iterated on: a few rows (near-duplicate cells, whose distances
+    # differ in the last digits) can need a hundred halvings, and the other rows' results stay as they were
+    active = torch.arange(n, device=D.device)
     for _ in range(max_iter):
-        beta = torch.exp(logb)
-        H, p, _, var = _entropy_stats(D, beta)
+        if active.numel() == 0:
+            break
+        Da, lb, lo_a, hi_a = D[active], logb[active], lo[active], hi[active]
+        beta = torch.exp(lb)
+        H, _, _, var = _entropy_stats(Da, beta)
         diff = H - target
         done = diff.abs() < tol
-        if bool(done.all()):
-            break
         too_flat = diff > 0  # entropy too high -> β must grow
-        lo = torch.where(too_flat, logb, lo)
-        hi = torch.where(too_flat, hi, logb)
-        both = torch.isfinite(lo) & torch.isfinite(hi)
+        lo_a = torch.where(too_flat, lb, lo_a)
+        hi_a = torch.where(too_flat, hi_a, lb)
+        both = torch.isfinite(lo_a) & torch.isfinite(hi_a)
         if method == "ea":
             slope = -(beta * beta) * var  # dH / d log β
-            cand = logb - diff / slope
-            ok = torch.isfinite(cand) & (slope < 0) & (cand > lo) & (cand < hi)
+            cand = lb - diff / slope
+            ok = torch.isfinite(cand) & (slope < 0) & (cand > lo_a) & (cand < hi_a)
         else:
-            cand = logb
+            cand = lb
             ok = torch.zeros_like(done)
         # bisection: arithmetic midpoint in β for x2p, geometric (log-space) for the EA safeguard
         if method == "x2p":
-            mid = torch.log((torch.exp(lo) + torch.exp(hi)) / 2)
+            mid = torch.log((torch.exp(lo_a) + torch.exp(hi_a)) / 2)
         else:
-            mid = (lo + hi) / 2
-        expand = torch.where(too_flat, logb + math.log(2.0), logb - math.log(2.0))
+            mid = (lo_a + hi_a) / 2
+        expand = torch.where(too_flat, lb + math.log(2.0), lb - math.log(2.0))
         fallback = torch.where(both, mid, expand)
         new = torch.where(ok, cand, fallback)
-        logb = torch.where(done, logb, new)
+        keep = ~done
+        rows = active[keep]
+        logb[rows], lo[rows], hi[rows] = new[keep], lo_a[keep], hi_a[keep]
+        active = rows
     beta = torch.exp(logb)
     H, p, _, _ = _entropy_stats(D, beta)
     return p, beta, (H - target).abs() < max(tol, 1e-9) * 10

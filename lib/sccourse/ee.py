@@ -28,12 +28,16 @@ __all__ = [
     "ElasticEmbedding",
     "NeuralEE",
     "batch_ee_loss",
+    "dense_ee_loss",
     "ee_gradient",
     "ee_objective",
     "entropic_affinities",
     "epoch_batches",
+    "fit_held_out",
+    "mlp",
     "prepare_pcs",
     "repulsive_weights",
+    "train_ee_network",
 ]
 
 _DENSE_CHOLESKY_MAX = 12_000  # above this many cells the spectral direction uses a sparse LU (scipy)
@@ -385,7 +389,9 @@ class ElasticEmbedding:
     0.7 × the minimiser of the parabola fitted to the previous line search (within a factor 2 of the previous
     step, at most 1); a rejected α is replaced by the minimiser of the parabola through ``E(X)``, the slope
     and ``E(X + αP)`` (within [0.1α, ρα]).
-    ``optimizer="gd"`` uses ``P = −∇E`` instead (for comparison).
+    ``optimizer="gd"`` uses ``P = −∇E`` instead (for comparison), with the same Armijo backtracking: its first
+    step is ``1 / (8 max_n d⁺_n)`` (at most ``1/λ_max(4L⁺)``; the degrees d⁺ of W⁺ are about 1/N, so a unit step
+    would be far too short), and every later iteration first tries twice the previous accepted step.
 
     Parameters
     ----------
@@ -408,8 +414,12 @@ class ElasticEmbedding:
     max_block_mb
         Memory cap of one repulsive block (see :func:`ee_objective`).
     dtype
-        Working precision of the iterations (``torch.float32``, the default, or ``torch.float64``); sums of
-        the objective are accumulated in float64 either way, and a ``target`` is confirmed in float64.
+        Working precision of the iterations, ``torch.float32`` or ``torch.float64``; ``None`` (the default)
+        means float32 for the spectral direction and float64 for gradient descent. Sums of the objective are
+        accumulated in float64 either way, and a ``target`` is confirmed in float64. Gradient descent needs
+        float64: near the collapsed random start (‖x_n − x_m‖² ≈ 10⁻⁸) ``exp(−‖x_n − x_m‖²)`` rounds to 1 in
+        float32, so the decrease of the repulsive term is invisible, every expanding step looks like an
+        increase and the line search stalls (the spectral direction's first step leaves that region at once).
     device, seed, progress
         As everywhere in sccourse.
 
@@ -429,11 +439,11 @@ class ElasticEmbedding:
                  n_neighbors=None, affinity: str = "ea", repulsion: str = "uniform",
                  optimizer: str = "spectral", max_iter: int = 200, tol: float = 1e-5, init="random",
                  c: float = 1e-4, rho: float = 0.5, target: float | None = None,
-                 max_block_mb: float = K.DEFAULT_BLOCK_MB, dtype: torch.dtype = torch.float32, device="auto",
+                 max_block_mb: float = K.DEFAULT_BLOCK_MB, dtype: torch.dtype | None = None, device="auto",
                  seed: int = 0, progress: bool = False):
         self.n_components = _positive_int(n_components, "n_components")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if dtype not in (None, torch.float32, torch.float64):
+            raise ValueError(f"dtype must be None, torch.float32 or torch.float64, got {dtype!r}")
         self.dtype = dtype
         self.target = None if target is None else float(target)
         self.lam = _check_lam(lam)
@@ -500,14 +510,19 @@ class ElasticEmbedding:
             X0 = np.asarray(init, dtype=np.float64)
             if X0.shape != (n, self.n_components):
                 raise ValueError(f"init must have shape {(n, self.n_components)}, got {X0.shape}")
-        prob = K.EEProblem(W, wneg, self.lam, device=dev, dtype=self.dtype, max_block_mb=self.max_block_mb)
+        dtype = self.dtype or (torch.float64 if self.optimizer == "gd" else torch.float32)
+        prob = K.EEProblem(W, wneg, self.lam, device=dev, dtype=dtype, max_block_mb=self.max_block_mb)
         exact = None  # float64 twin, built only to confirm a `target` reached in float32
-        X = torch.as_tensor(X0, dtype=self.dtype, device=dev)
+        X = torch.as_tensor(X0, dtype=dtype, device=dev)
         t0 = time.perf_counter()
         solve = self._direction_solver(prob)
         E, G = prob.value_and_grad(X)
         rows = [{"iteration": 0, "objective": E, "step": 0.0, "time_s": time.perf_counter() - t0}]
         alpha, model_step = 1.0, None
+        if self.optimizer == "gd":
+            # first step 1 / (8 max degree) ≤ 1 / λ_max(4L⁺) (Gershgorin): stable for the attraction, whose
+            # curvature scales with the degrees (~1/N), where a unit step would be ~N times too short
+            alpha = self.rho / (8.0 * max(float(prob.deg.max()), 1e-300))
         bar = tqdm(range(1, self.max_iter + 1), disable=not self.progress, desc=f"EE ({self.optimizer})")
         it = 0
         for it in bar:
@@ -545,7 +560,7 @@ class ElasticEmbedding:
             if dx < self.tol:
                 break
             if self.target is not None and E <= self.target:
-                if self.dtype == torch.float64:
+                if dtype == torch.float64:
                     break
                 if exact is None:
                     exact = K.EEProblem(W, wneg, self.lam, device=dev, dtype=torch.float64,
@@ -586,6 +601,81 @@ def _mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> torch.nn.Module:
         prev = h
     layers.append(torch.nn.Linear(prev, d_out))
     return torch.nn.Sequential(*layers)
+
+
+def mlp(d_in: int, hidden: tuple[int, ...] = (64, 32), d_out: int = 2, *, seed: int = 0,
+        dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """The network of :class:`NeuralEE`: ``Linear → ELU`` per hidden width, then ``Linear`` to ``d_out``.
+
+    Weights are PyTorch's default initialisation drawn under ``torch.manual_seed(seed)`` (the global torch
+    generator is left as it was), then cast to ``dtype``; the same arguments give the same network.
+    """
+    d_in, d_out = _positive_int(d_in, "d_in"), _positive_int(d_out, "d_out")
+    hidden = tuple(_positive_int(h, "every hidden width") for h in hidden)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _mlp(d_in, hidden, d_out)
+    return net.to(dtype)
+
+
+def dense_ee_loss(X: torch.Tensor, Wp: torch.Tensor, Wn: torch.Tensor, lam: float) -> torch.Tensor:
+    """``Σ_nm Wp_nm ‖x_n − x_m‖² + λ Σ_nm Wn_nm exp(−‖x_n − x_m‖²)`` for dense N × N weights (every ordered
+    pair, the diagonal included as given), a 0-d tensor that autograd can differentiate.
+
+    Forms N × N temporaries: for small N and mini-batches (:func:`ee_objective` is the blocked version).
+    """
+    if X.ndim != 2 or Wp.shape != (X.shape[0], X.shape[0]) or Wn.shape != Wp.shape:
+        raise ValueError(f"X must be N × d and Wp, Wn N × N; got {tuple(X.shape)}, {tuple(Wp.shape)}, "
+                         f"{tuple(Wn.shape)}")
+    sq = (X * X).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
+    return (Wp * d2).sum() + lam * (Wn * torch.exp(-d2)).sum()
+
+
+def train_ee_network(net: torch.nn.Module, Y, Wpos, lam: float, *, batch_size: int = 250, epochs: int = 30,
+                     lr: float = 3e-3, seed: int = 0, batches=None) -> tuple[list[float], np.ndarray]:
+    """Train ``net`` in place on the mini-batch EE loss: the plain NeuralEE loop, in the network's dtype.
+
+    Inputs are standardised as ``(Y − mean over cells) / (one standard deviation over all entries)``. Every
+    epoch draws a new partition ``batches(n, batch_size, rng)`` (default :func:`epoch_batches`, with
+    ``rng = numpy.random.default_rng(seed)`` created once); for each batch B (``b`` cells) the loss
+    ``N(N−1) / (b(b−1)) · dense_ee_loss(net(Y_B), W⁺_BB, W⁻_BB, λ)`` with ``W⁻_BB = 1/N²`` off the diagonal
+    and 0 on it, then ``zero_grad``, ``backward`` and one Adam step (learning rate ``lr``).
+
+    Returns
+    -------
+    losses : list of float
+        Per epoch, the batch losses averaged with weights ``b`` (``Σ_B b·loss_B / Σ_B b``).
+    coverage : ndarray (N,)
+        How many times each cell was in a batch.
+    """
+    batches = epoch_batches if batches is None else batches
+    Yn = _data_matrix(Y, use_rep=None)
+    n = Yn.shape[0]
+    W = sp.csr_matrix(_check_wpos(Wpos, n))
+    dtype = next(net.parameters()).dtype
+    Yt = torch.as_tensor((Yn - Yn.mean(0)) / Yn.std(), dtype=dtype)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    coverage = np.zeros(n, dtype=np.int64)
+    losses = []
+    for _ in range(_positive_int(epochs, "epochs")):
+        total, seen = 0.0, 0
+        for B in batches(n, batch_size, rng):
+            B = np.asarray(B)
+            b = B.size
+            coverage[B] += 1
+            Wpb = torch.as_tensor(W[B][:, B].toarray(), dtype=dtype)
+            Wnb = torch.full((b, b), 1.0 / n**2, dtype=dtype)
+            Wnb.fill_diagonal_(0.0)
+            loss = n * (n - 1.0) / (b * (b - 1.0)) * dense_ee_loss(net(Yt[torch.as_tensor(B)]), Wpb, Wnb, lam)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * b
+            seen += b
+        losses.append(total / seen)
+    return losses, coverage
 
 
 def batch_ee_loss(Xb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, w: torch.Tensor,
@@ -792,3 +882,29 @@ class NeuralEE:
     def fit_transform(self, Y, **kwargs) -> np.ndarray:
         """:meth:`fit` and return the embedding of the training cells."""
         return self.fit(Y, **kwargs).embedding_
+
+
+def fit_held_out(Y, *, train_fraction: float = 0.8, seed: int = 0, **kwargs):
+    """Split the cells at random and train :class:`NeuralEE` on the training part only.
+
+    ``rng = numpy.random.default_rng(seed)``; the first ``round(train_fraction · N)`` cells of
+    ``rng.permutation(N)`` train, the rest are held out (both returned sorted). The model (``NeuralEE(seed=seed,
+    **kwargs)``, its affinities computed from the training cells) never sees a held-out cell, so
+    ``model.transform(Y[test_idx])`` is an honest out-of-sample map.
+
+    Returns
+    -------
+    (train_idx, test_idx, model)
+    """
+    Yn = _data_matrix(Y, use_rep=None)
+    n = Yn.shape[0]
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    n_train = int(round(train_fraction * n))
+    if not 3 <= n_train <= n - 1:
+        raise ValueError(f"train_fraction {train_fraction} of {n} cells leaves {n_train} training and "
+                         f"{n - n_train} held-out cells; need at least 3 and 1")
+    perm = np.random.default_rng(seed).permutation(n)
+    train_idx, test_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
+    model = NeuralEE(seed=seed, **kwargs).fit(Yn[train_idx])
+    return train_idx, test_idx, model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["evaluate_ari", "leiden_labels", "knn_preservation", "trustworthiness"]
+__all__ = ["evaluate_ari", "leiden_labels", "knn_preservation", "knn_preservation_at_size", "trustworthiness"]
 
 
 def _as_2d_array(x, name: str) -> np.ndarray:
@@ -93,6 +93,34 @@ def knn_preservation(X_high, X_low, *, k: int = 10) -> float:
     a, b = _knn(hi, k), _knn(lo, k)
     hits = [len(np.intersect1d(a[i], b[i], assume_unique=True)) for i in range(a.shape[0])]
     return float(np.mean(hits) / k)
+
+
+def knn_preservation_at_size(X_high, X_low, size: int, *, k: int = 10, index=None, n_draws: int = 5,
+                             seed: int = 0) -> tuple[float, float]:
+    """k-NN preservation on random subsets of ``size`` cells: mean and standard deviation over ``n_draws``.
+
+    :func:`knn_preservation` depends on how many cells it is computed on: among fewer cells a cell's ``k``
+    nearest neighbours are farther apart and easier to keep. Scores of different maps or cell sets are
+    comparable only at the same size; this draws ``n_draws`` subsets of ``size`` cells (without replacement)
+    from ``index`` (default: all rows) with ``numpy.random.default_rng(seed)`` and scores each one.
+    When ``size`` equals the number of candidate cells, the one possible subset is scored (standard deviation 0).
+    """
+    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
+    if hi.shape[0] != lo.shape[0]:
+        raise ValueError(f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})")
+    idx = np.arange(hi.shape[0]) if index is None else np.asarray(index)
+    if idx.dtype == bool:
+        idx = np.flatnonzero(idx)
+    if not k < size <= idx.size:
+        raise ValueError(f"size must be in (k, number of candidate cells] = ({k}, {idx.size}], got {size}")
+    if size == idx.size:
+        return knn_preservation(hi[idx], lo[idx], k=k), 0.0
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(int(n_draws)):
+        pick = rng.choice(idx, size=size, replace=False)
+        scores.append(knn_preservation(hi[pick], lo[pick], k=k))
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def trustworthiness(X_high, X_low, *, k: int = 10) -> float:
