@@ -565,6 +565,16 @@ def test_topic_clustermap_and_tsne_pair():
     labels = np.repeat(["a", "b", "c"], 20)
     fig = plotting.topic_clustermap(theta, labels, title="t")
     assert any(ax.get_xlabel() == "topic" for ax in fig.axes)
+    heat = next(ax for ax in fig.axes if ax.get_xlabel() == "topic")
+    assert heat.collections[0].get_clim() == (0.0, 1.0)  # proportions on a fixed 0-1 scale
+    cbar = next(ax for ax in fig.axes if ax.get_xlabel().startswith("θ"))
+    # a horizontal colourbar whose label sits above its tick labels, not over them
+    assert cbar.xaxis.get_label_position() == "top" and cbar.xaxis.get_ticks_position() == "top"
+    fig.canvas.draw()
+    label_box = cbar.xaxis.label.get_window_extent()
+    assert all(label_box.y0 >= t.get_window_extent().y1 - 1 for t in cbar.get_xticklabels() if t.get_text())
+    legend = " ".join(t.get_text() for t in heat.get_legend().get_texts())
+    assert all(c in legend for c in ("a (20)", "b (20)", "c (20)"))
     fig2 = plotting.tsne_side_by_side({"one": theta, "two": theta[:, :2]}, labels, perplexity=10)
     assert [ax.get_title() for ax in fig2.axes] == ["one", "two"]
     with pytest.raises(ValueError, match="same number of cells"):
@@ -581,3 +591,39 @@ def test_ari_over_seeds_finds_planted_cell_types():
     assert (table["ari_theta"] > 0.5).all(), table
     with pytest.raises(ValueError, match="labels"):
         etm.ari_over_seeds(adata, labels[:10], epochs=1, device="cpu")
+
+
+def test_topic_enrichment_matches_a_pandas_groupby():
+    rng = np.random.default_rng(10)
+    theta = rng.dirichlet(np.ones(5), size=40)
+    labels = np.array(["b", "a", "c", "a"] * 10, dtype=object)
+    labels[[3, 7]] = None  # unlabelled cells count as "other cells" for every type
+    table = etm.topic_enrichment(theta, labels)
+    assert table.index.tolist() == ["a", "b", "c"] and table.shape == (3, 5)
+    df = pd.DataFrame(theta)
+    for t in ["a", "b", "c"]:
+        inside = np.array([lab == t for lab in labels])
+        expected = df[inside].mean() - df[~inside].mean()
+        np.testing.assert_allclose(table.loc[t].to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-15)
+    assert int(table.loc["a"].idxmax()) == int(np.argmax(table.loc["a"].to_numpy()))
+    with pytest.raises(ValueError, match="labels has"):
+        etm.topic_enrichment(theta, labels[:5])
+    with pytest.raises(ValueError, match="2-D"):
+        etm.topic_enrichment(theta[0], labels[:1])
+
+
+def test_resolution_scan_scores_every_resolution_in_order():
+    from sccourse.metrics import evaluate_ari
+
+    adata = datasets.synthetic(n_cells=150, n_genes=60, n_types=3, fold_change=8.0, seed=2)
+    emb = np.log1p(adata.X.toarray())
+    labels = adata.obs["cell_type"].to_numpy()
+    grid = [1.5, 0.05, 0.4]
+    scan = etm.resolution_scan(emb, labels, grid, n_neighbors=10)
+    assert scan.index.tolist() == grid and scan.name == "ari"
+    expected = [evaluate_ari(emb, labels, resolution=r, n_neighbors=10) for r in grid]
+    np.testing.assert_allclose(scan.to_numpy(), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="positive"):
+        etm.resolution_scan(emb, labels, [0.1, -1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        etm.resolution_scan(emb, labels, [])

@@ -16,7 +16,8 @@ linearly from 0. With several batches a per-batch gene bias ``b_s`` multiplies t
 ``p_ng ∝ (θ_n β)_g · exp(b_{s_n g})`` (logit mixing: ``p_n = softmax(θ_n α ρᵀ + b_{s_n})``).
 
 Public API: :class:`ETM`, :func:`prepare`, :func:`train_step`, :func:`kl_schedule`, :func:`train_etm`,
-:func:`get_theta`, :func:`topic_gene_weights`, :func:`top_genes`, :func:`fit_etm`.
+:func:`get_theta`, :func:`topic_gene_weights`, :func:`top_genes`, :func:`topic_enrichment`, :func:`fit_etm`,
+:func:`ari_over_seeds`, :func:`resolution_scan`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ __all__ = [
     "get_theta",
     "kl_schedule",
     "prepare",
+    "resolution_scan",
     "top_genes",
+    "topic_enrichment",
     "topic_gene_weights",
     "train_etm",
     "train_step",
@@ -540,6 +543,68 @@ def top_genes(weights: pd.DataFrame, n: int = 5) -> pd.DataFrame:
         order = np.argsort(-col, kind="stable")[:n]
         out[topic] = weights.index[order].to_numpy()
     return pd.DataFrame(out, index=pd.RangeIndex(n, name="rank"))
+
+
+def topic_enrichment(theta, labels) -> pd.DataFrame:
+    """How much more of each topic the cells of each type hold than all other cells.
+
+    Parameters
+    ----------
+    theta
+        cells x topics proportions (numpy, torch or DataFrame).
+    labels
+        Cell labels (length = cells); missing labels form no group (those cells count as "other cells").
+
+    Returns
+    -------
+    pandas.DataFrame
+        cell types (sorted) x topics: ``mean θ_k over the cells of the type − mean θ_k over all other cells``.
+        A type's marker topic is the column of its row's maximum.
+    """
+    if hasattr(theta, "detach"):
+        theta = theta.detach().cpu().numpy()
+    T = np.asarray(theta, dtype=np.float64)
+    if T.ndim != 2:
+        raise ValueError(f"theta must be a 2-D cells x topics array, got shape {T.shape}")
+    lab = pd.Series(np.asarray(labels, dtype=object))
+    if len(lab) != T.shape[0]:
+        raise ValueError(f"labels has {len(lab)} entries but theta has {T.shape[0]} cells")
+    types = sorted(lab.dropna().astype(str).unique())
+    if not types:
+        raise ValueError("no cell has a label")
+    lab = lab.where(lab.isna(), lab.astype(str)).to_numpy()
+    total, n = T.sum(axis=0), T.shape[0]
+    rows = {}
+    for t in types:
+        inside = lab == t
+        k = int(inside.sum())
+        mean_in = T[inside].sum(axis=0) / k
+        mean_out = (total - T[inside].sum(axis=0)) / (n - k) if n > k else np.full(T.shape[1], np.nan)
+        rows[t] = mean_in - mean_out
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(index="cell_type", columns="topic")
+
+
+def resolution_scan(embedding, labels, resolutions, **options) -> pd.Series:
+    """ARI of the Leiden clusters of ``embedding`` at every resolution in ``resolutions``.
+
+    Each value is :func:`sccourse.metrics.evaluate_ari` ``(embedding, labels, resolution=r, **options)``. Its
+    maximum is an *oracle* (the resolution was chosen by looking at the labels), an upper bound rather than an
+    estimate of how well the embedding finds cell types without labels.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed by resolution (in the given order), named ``"ari"``.
+    """
+    from .metrics import evaluate_ari
+
+    grid = [float(r) for r in resolutions]
+    if not grid:
+        raise ValueError("resolutions must hold at least one resolution")
+    if any(not math.isfinite(r) or r <= 0 for r in grid):
+        raise ValueError(f"resolutions must be positive numbers, got {list(resolutions)!r}")
+    scores = [evaluate_ari(embedding, labels, resolution=r, **options) for r in grid]
+    return pd.Series(scores, index=pd.Index(grid, name="resolution"), name="ari")
 
 
 def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: str | None = None,

@@ -82,21 +82,27 @@ def tsne_side_by_side(embeddings: dict, labels, *, perplexity: float = 30.0, see
     return _finish(fig, title=title, save=save)
 
 
-def topic_clustermap(theta, labels, *, title: str | None = None, cmap: str = "viridis", save=None):
-    """Cells x topics heatmap (:func:`seaborn.clustermap`), rows clustered, with a cell-type colour bar.
+def topic_clustermap(theta, labels, *, title: str | None = None, cmap: str = "viridis", vmin: float | None = 0.0,
+                     vmax: float | None = 1.0, save=None):
+    """Cells x topics heatmap (:func:`seaborn.clustermap`), rows and topics clustered, with a cell-type colour bar.
 
     Parameters
     ----------
     theta
-        cells x topics proportions (or any cells x K embedding).
+        cells x topics proportions (or any cells x K embedding: then pass ``vmin``/``vmax`` = None).
     labels
         Cell labels, shown as the row colour bar (legend on the right).
+    vmin, vmax
+        Colour scale; 0 to 1 suits proportions and keeps figures comparable. None: the data's range.
 
     Returns
     -------
     matplotlib.figure.Figure
-        The clustermap's figure (``fig.axes`` holds the heatmap, dendrograms, colour bars).
+        The clustermap's figure (``fig.axes`` holds the heatmap, dendrograms, colour bars); the colourbar is
+        horizontal, above the row dendrogram, with its label under its ticks.
     """
+    import warnings
+
     import pandas as pd
     import seaborn as sns
     from matplotlib.patches import Patch
@@ -106,14 +112,20 @@ def topic_clustermap(theta, labels, *, title: str | None = None, cmap: str = "vi
     colours = _palette(cats)
     df = pd.DataFrame(T, columns=[str(k) for k in range(T.shape[1])])
     row_colors = pd.Series([colours[c] for c in lab], name="cell type")
-    grid = sns.clustermap(df, row_colors=row_colors, col_cluster=True, row_cluster=True, cmap=cmap,
-                          yticklabels=False, xticklabels=True, figsize=(8, 7), method="average",
-                          cbar_kws={"label": "θ (topic proportion)"}, dendrogram_ratio=(0.12, 0.1))
+    with warnings.catch_warnings():  # seaborn suggests fastcluster for large matrices; scipy is fast enough here
+        warnings.filterwarnings("ignore", message="Clustering large matrix with scipy")
+        grid = sns.clustermap(df, row_colors=row_colors, col_cluster=True, row_cluster=True, cmap=cmap, vmin=vmin,
+                              vmax=vmax, yticklabels=False, xticklabels=True, figsize=(8.5, 7), method="average",
+                              dendrogram_ratio=(0.12, 0.1), cbar_pos=(0.02, 0.9, 0.11, 0.02),
+                              cbar_kws={"label": "θ (topic proportion)", "orientation": "horizontal"})
+    grid.ax_cbar.xaxis.set_ticks_position("top")  # ticks and label above the bar, clear of the dendrogram
+    grid.ax_cbar.xaxis.set_label_position("top")
+    grid.ax_cbar.tick_params(labelsize=8)
     grid.ax_heatmap.set(xlabel="topic", ylabel=f"cells ({T.shape[0]})")
     handles = [Patch(color=colours[c], label=f"{c} ({(lab == c).sum()})") for c in cats]
-    grid.ax_heatmap.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False,
+    grid.ax_heatmap.legend(handles=handles, loc="center left", bbox_to_anchor=(1.07, 0.5), frameon=False,
                            fontsize=8, title="cell type")
-    grid.figure.suptitle(title or "cells x topics", y=1.01)
+    grid.figure.suptitle(title or "cells x topics", y=1.02)
     if save is not None:
         grid.figure.savefig(save, dpi=120, bbox_inches="tight")
     return grid.figure
@@ -151,7 +163,7 @@ def topic_gene_heatmap(weights, *, n_top: int = 5, vmax: float | None = 0.2, tit
                 rows.append(g)
     sub = weights.loc[rows]
     fig, ax = plt.subplots(figsize=(0.42 * weights.shape[1] + 2.8, 0.19 * len(rows) + 1.5), constrained_layout=True)
-    sns.heatmap(sub, ax=ax, cmap="Reds", vmin=0, vmax=vmax, cbar_kws={"label": "β (capped)" if vmax else "β"},
+    sns.heatmap(sub, ax=ax, cmap="Reds", vmin=0, vmax=vmax, cbar_kws={"label": f"β (colour capped at {vmax:g})" if vmax else "β", "shrink": min(1.0, 12 / len(rows))},
                 yticklabels=True, xticklabels=True)
     ax.tick_params(axis="y", labelsize=7)
     ax.set(xlabel="topic", ylabel="gene", title=title or f"top {n_top} genes per topic")
