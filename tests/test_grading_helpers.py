@@ -227,3 +227,23 @@ def test_forbid_accepts_packages_with_unhashable_callables():
     with pytest.raises(grading.ShortcutError):
         with grading.forbid("scipy.optimize"):
             brentq(lambda x: x - 1.0, 0.0, 3.0)
+
+
+def test_forbid_blocks_what_a_package_defines_not_what_every_caller_uses():
+    import enum
+
+    import torch
+
+    class Colour(enum.Enum):
+        RED = 1
+
+    # blocking torch.autograd leaves ordinary tensor arithmetic and enums alone ...
+    with grading.forbid("torch.autograd", "torch.utils.data"):
+        x = torch.ones(3) * 2 + 1
+        assert Colour(1) is Colour.RED
+    assert float(x.sum()) == 9.0
+    # ... and still blocks its own functions
+    with pytest.raises(grading.ShortcutError):
+        with grading.forbid("torch.autograd"):
+            t = torch.ones(2, requires_grad=True)
+            torch.autograd.grad((t * t).sum(), t)

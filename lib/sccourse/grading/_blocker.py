@@ -48,12 +48,16 @@ def _resolve(target: str | object):
 
 
 def _functions_of_class(cls) -> Iterable[object]:
+    """The functions a class defines itself (not those it carries from elsewhere, such as an Enum's
+    ``enum.Enum.__new__``, which would block every enum in the process)."""
+    home = getattr(cls, "__module__", None)
     for value in vars(cls).values():
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
         if isinstance(value, property):
-            yield from (f for f in (value.fget, value.fset, value.fdel) if f is not None)
-        elif inspect.isfunction(value):
+            yield from (f for f in (value.fget, value.fset, value.fdel)
+                        if f is not None and getattr(f, "__module__", home) == home)
+        elif inspect.isfunction(value) and getattr(value, "__module__", home) == home:
             yield value
 
 
@@ -91,7 +95,10 @@ def _targets(obj) -> tuple[set, set]:
     if isinstance(obj, types.ModuleType):
         for f in _module_functions(obj.__name__):
             add(f)
-        for value in vars(obj).values():  # re-exported names defined elsewhere
+        for name, value in vars(obj).items():  # public names re-exported from elsewhere (not private C helpers
+            # such as torch._C._has_torch_function, which every tensor operation calls)
+            if name.startswith("_"):
+                continue
             if inspect.isfunction(value) or isinstance(value, types.BuiltinFunctionType):
                 add(value)
     elif inspect.isclass(obj):
