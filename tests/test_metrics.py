@@ -43,7 +43,7 @@ def test_evaluate_ari_accepts_torch_and_checks_shapes(blobs):
 
     X, y = blobs
     assert metrics.evaluate_ari(torch.from_numpy(X).float(), y) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="labels has"):
+    with pytest.raises(ValueError, match="labels must have one entry per cell"):
         metrics.evaluate_ari(X, y[:-1])
     with pytest.raises(ValueError, match="2-D"):
         metrics.evaluate_ari(X[:, 0], y)
@@ -110,3 +110,19 @@ def test_knn_preservation_at_size_scores_equal_size_subsets():
     assert small > 2 * large
     with pytest.raises(ValueError, match="size"):
         metrics.knn_preservation_at_size(X, Y, 5, k=5)
+
+
+def test_an_ari_evaluation_keeps_torchs_thread_count():
+    import torch
+
+    from sccourse.metrics import evaluate_ari
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(0)
+        emb = np.r_[rng.normal(0, 1, (30, 3)), rng.normal(6, 1, (30, 3))]
+        evaluate_ari(emb, np.repeat(["a", "b"], 30))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -122,6 +122,11 @@ PROBES = [
                                                                  epochs=0), V, "epochs"),
     ("to_torch strings", lambda: manifold.to_torch(np.array([["a"]])), T, ""),
     # metrics
+    ("evaluate_ari 2-D labels", lambda: metrics.evaluate_ari(EMB, np.ones((40, 2))), V, "labels"),
+    ("evaluate_ari resolution NaN", lambda: metrics.evaluate_ari(EMB, LAB, resolution=float("nan")), V,
+     "resolution"),
+    ("evaluate_ari resolution 0", lambda: metrics.evaluate_ari(EMB, LAB, resolution=0), V, "resolution"),
+    ("evaluate_ari seed -1", lambda: metrics.evaluate_ari(EMB, LAB, seed=-1), V, "seed"),
     ("evaluate_ari wrong length", lambda: metrics.evaluate_ari(EMB, LAB[:10]), V, "labels"),
     ("evaluate_ari NaN embedding", lambda: metrics.evaluate_ari(np.full((40, 2), np.nan), LAB), V, "NaN"),
     ("knn_preservation k too large", lambda: metrics.knn_preservation(EMB, EMB, k=40), V, "k must"),

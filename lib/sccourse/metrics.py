@@ -31,17 +31,32 @@ def leiden_labels(embedding, *, resolution: float = 0.15, n_neighbors: int = 15,
 
     The graph is scanpy's (UMAP connectivities, ``n_neighbors``, Euclidean on the raw coordinates).
     """
+    import sys
+
     import anndata as ad
     import scanpy as sc
 
+    from ._validation import check_float, check_int, check_seed
+
     emb = _as_2d_array(embedding, "embedding")
+    check_float(resolution, "resolution", minimum=0.0, strict=True)
+    n_neighbors = check_int(n_neighbors, "n_neighbors", minimum=2)
+    seed = check_seed(seed)
     if emb.shape[0] <= n_neighbors:
         raise ValueError(f"need more cells ({emb.shape[0]}) than n_neighbors ({n_neighbors})")
     a = ad.AnnData(np.zeros((emb.shape[0], 1), dtype=np.float32))
     a.obsm["X_emb"] = emb
-    sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
-    sc.tl.leiden(a, resolution=resolution, flavor="igraph", n_iterations=-1, directed=False,
-                 random_state=seed, key_added="leiden")
+    # numba's first parallel call (inside scanpy's neighbours) resets torch's intra-op thread count; training code
+    # that runs after an ARI evaluation must keep the threads it was given
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
+        sc.tl.leiden(a, resolution=resolution, flavor="igraph", n_iterations=-1, directed=False,
+                     random_state=seed, key_added="leiden")
+    finally:
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
     return a.obs["leiden"].astype(int).to_numpy()
 
 
@@ -61,10 +76,10 @@ def evaluate_ari(embedding, labels, *, resolution: float = 0.15, n_neighbors: in
     """
     from sklearn.metrics import adjusted_rand_score
 
+    from ._validation import check_labels
+
     emb = _as_2d_array(embedding, "embedding")
-    lab = pd.Series(np.asarray(labels, dtype=object))
-    if len(lab) != emb.shape[0]:
-        raise ValueError(f"labels has {len(lab)} entries but embedding has {emb.shape[0]} rows")
+    lab = pd.Series(check_labels(labels, emb.shape[0]))
     keep = lab.notna().to_numpy()
     if keep.sum() < 2:
         raise ValueError("need at least two cells with a label")
