@@ -177,35 +177,18 @@ def _autograde(course: Path, name: str, student: str, nb, *, mode: str = "quick"
             "log": proc.stdout + proc.stderr}
 
 
-def _converted(name) -> bool:
-    """Notebooks converted to the graded-on-its-own layout carry a wrong-answer file (transition aid)."""
-    return (_mutations.MUTATIONS / f"{name}.yaml").exists()
-
-
-def _quick_parameters(nb):
-    for cell in nb.cells:
-        if "parameters" in cell.metadata.get("tags", []):
-            cell.source = re.sub(r"(?m)^quick\s*=.*$", "quick = True", cell.source)
-    return nb
-
-
 @pytest.fixture(scope="module")
 def autograded(course):
     """Four submissions per assignment, graded two at a time (CI machines have two cores)."""
     jobs, meta = {}, {}
     for name in NAMES:
-        if not _converted(name):
-            jobs[name, "reference"] = _quick_parameters(_source(course, name))
-            jobs[name, "blank"] = _quick_parameters(_release(course, name))
-            meta[name] = dict(test_ids=_grade_ids(_source(course, name)), converted=False)
-            continue
         short, replaced = _shortcuts(course, name)
         mixed, missing, hung = _first_missing_last_hangs(course, name)
         for student, nb in (("reference", _source(course, name)), ("blank", _release(course, name)),
                             ("shortcuts", short), ("mixed", mixed)):
             jobs[name, student] = nb
         meta[name] = dict(test_ids=_grade_ids(_source(course, name)), replaced=replaced, missing=missing, hung=hung,
-                          source=_source(course, name), converted=True)
+                          source=_source(course, name))
     workers = int(os.environ.get("SCCOURSE_GRADING_WORKERS", "2"))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {key: pool.submit(_autograde, course, *key, nb) for key, nb in jobs.items()}
@@ -226,8 +209,6 @@ def test_reference_solution_scores_full_marks_in_the_instructors_mode(autograded
     assert set(meta["test_ids"]) <= set(ref), f"{name}: not every test cell was graded"
     lost = {k: v for k, v in ref.items() if v[0] != v[1]}
     assert not lost, f"{name}: the reference solution loses points on {lost}"
-    if not meta["converted"]:
-        return
     out = nbformat.read(str(results["reference"]["root"] / "autograded" / "reference" / name / f"{name}.ipynb"),
                         as_version=4)
     text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
@@ -247,8 +228,6 @@ def test_blank_release_scores_zero(autograded, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_library_shortcuts_score_zero(autograded, name):
     results, meta = autograded[name]
-    if not meta["converted"]:
-        pytest.skip("not yet converted")
     scores = results["shortcuts"]["scores"]
     assert meta["replaced"], f"{name}: no shortcut answers in tests/mutations/{name}.yaml"
     for answer_id in meta["replaced"]:
@@ -259,8 +238,6 @@ def test_library_shortcuts_score_zero(autograded, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_missing_and_one_hanging_answer_cost_only_their_own_points(autograded, name):
     results, meta = autograded[name]
-    if not meta["converted"]:
-        pytest.skip("not yet converted")
     scores = results["mixed"]["scores"]
     assert set(meta["test_ids"]) <= set(scores), "grading stopped early"
     lost = {_test_of(meta["source"], meta["missing"]), _test_of(meta["source"], meta["hung"])}

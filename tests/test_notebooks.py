@@ -41,8 +41,6 @@ def test_notebook_is_committed_without_outputs_and_has_parameters(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_grading_mode_and_narrative_are_read_only(name):
-    if not (_mutations.MUTATIONS / f"{name}.yaml").exists():
-        pytest.skip("not yet converted")
     nb = _nb("solutions", name)
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert params.metadata.get("nbgrader", {}).get("locked"), "the parameters cell must be read-only"
@@ -59,8 +57,6 @@ def test_grading_mode_and_narrative_are_read_only(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_answer_cell_has_wrong_answers_to_reject(name):
-    if not (_mutations.MUTATIONS / f"{name}.yaml").exists():
-        pytest.skip("not yet converted")
     nb = _nb("solutions", name)
     spec = _mutations.load_spec(name)
     for index, test in _mutations.answer_and_test_cells(nb):
@@ -107,8 +103,6 @@ def test_solution_runs_and_its_tests_reject_every_wrong_answer(runs, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_figure_is_embedded(runs, name):
-    if not (_mutations.MUTATIONS / f"{name}.yaml").exists():
-        pytest.skip("not yet converted")
     nb = runs(name).nb
     drawing = re.compile(r"\bplotting\.\w+\(|\bpl\.\w+\(|plt\.subplots|\.plot\(|sns\.")
     for i, cell in enumerate(nb.cells):

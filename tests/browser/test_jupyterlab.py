@@ -109,7 +109,16 @@ def page(browser):
 
 
 def _dismiss_news(page):
-    """JupyterLab asks once whether to fetch its news (a network call): answer no."""
+    """JupyterLab asks once whether to fetch its news (a network call): answer no. A dialog left from restoring
+    the previous session's workspace (e.g. about a kernel) is closed first, with a screenshot of it."""
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.first.wait_for(state="visible", timeout=3_000)
+        page.screenshot(path=str(SHOTS / "dialog-on-open.png"))
+        page.keyboard.press("Escape")
+        dialog.first.wait_for(state="hidden", timeout=10_000)
+    except Exception:  # noqa: BLE001  (no dialog)
+        pass
     button = page.get_by_role("button", name="No")
     try:
         button.click(timeout=5_000)
@@ -155,7 +164,7 @@ def test_student_runs_cells_and_validates(server, page):
 
 
 def test_student_sees_released_assignments(server, page):
-    page.goto(f"{server['url']}/lab?token={TOKEN}")
+    page.goto(f"{server['url']}/lab?reset&token={TOKEN}")  # a fresh workspace, not the previous test's
     page.wait_for_selector("#jp-main-dock-panel", state="visible")
     _dismiss_news(page)
     page.get_by_text("Nbgrader", exact=True).click()
