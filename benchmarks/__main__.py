@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def topics() -> list[str]:
-    return sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+    return sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     if args.topics == ["gpu"]:  # everything that needs a GPU, in one run (benchmarks/gpu.py)
         from . import gpu
 
-        return gpu.main([a for a, on in (("--dry-run", args.dry_run), ("--no-install", args.no_install)) if on])
+        return gpu.main(
+            [a for a, on in (("--dry-run", args.dry_run), ("--no-install", args.no_install)) if on]
+        )
     if args.list or not args.topics:
         print("topics:", " ".join(topics()), "grading")
         return 0
@@ -53,8 +55,11 @@ def main(argv=None) -> int:
             print(f"[{topic}] {case.name} ...", flush=True)
             row = run_case(case)
             rows.append(row)
-            print(f"  ours {row['ours_s']:.3f} s | {case.reference_name} {row.get('reference_s', float('nan')):.3f} s"
-                  f" | speedup {row.get('speedup', float('nan')):.2f} | {row.get('quality', {})}", flush=True)
+            print(
+                f"  ours {row['ours_s']:.3f} s | {case.reference_name} {row.get('reference_s', float('nan')):.3f} s"
+                f" | speedup {row.get('speedup', float('nan')):.2f} | {row.get('quality', {})}",
+                flush=True,
+            )
         if not args.no_write and not args.quick:
             write(topic, rows)
     return 0

@@ -7,8 +7,9 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,14 +61,24 @@ def machine() -> str:
 def run_case(case: Case) -> dict:
     t_ours, out_ours, rss_ours = _time(case.ours, case.repeats, case.warmup)
     row: dict[str, Any] = dict(
-        case=case.name, device=case.device, reference=case.reference_name, repeats=case.repeats,
-        ours_s=statistics.median(t_ours), ours_all_s=t_ours, peak_rss_mb_after_ours=rss_ours, notes=case.notes,
+        case=case.name,
+        device=case.device,
+        reference=case.reference_name,
+        repeats=case.repeats,
+        ours_s=statistics.median(t_ours),
+        ours_all_s=t_ours,
+        peak_rss_mb_after_ours=rss_ours,
+        notes=case.notes,
     )
     out_ref = None
     if case.reference is not None:
         t_ref, out_ref, rss_ref = _time(case.reference, case.repeats, case.warmup)
-        row.update(reference_s=statistics.median(t_ref), reference_all_s=t_ref, peak_rss_mb_after_ref=rss_ref,
-                   speedup=statistics.median(t_ref) / max(statistics.median(t_ours), 1e-12))
+        row.update(
+            reference_s=statistics.median(t_ref),
+            reference_all_s=t_ref,
+            peak_rss_mb_after_ref=rss_ref,
+            speedup=statistics.median(t_ref) / max(statistics.median(t_ours), 1e-12),
+        )
     if case.quality is not None:
         row["quality"] = case.quality(out_ours, out_ref)
     return row
@@ -85,18 +96,25 @@ def write(topic: str, rows: list[dict]) -> None:
     mach = machine()
     out = HERE / "results" / f"{topic}.json"
     # rows of cases not run this time (``--case``) are kept from the previous file
-    kept = [r for r in (json.loads(out.read_text()).get("rows", []) if out.exists() else [])
-            if r.get("case") not in {n["case"] for n in rows}]
+    kept = [
+        r
+        for r in (json.loads(out.read_text()).get("rows", []) if out.exists() else [])
+        if r.get("case") not in {n["case"] for n in rows}
+    ]
     payload = {"topic": topic, "date": stamp, "machine": mach, "rows": kept + rows}
     out.write_text(json.dumps(payload, indent=2, default=str))
     md = HERE / "RESULTS.md"
     lines = md.read_text().splitlines() if md.exists() else []
     if not lines:
-        lines = ["# Benchmark results", "",
-                 "Written by `python -m benchmarks TOPIC`: medians of repeated runs after a warm-up, ours and the",
-                 "reference side by side in one process. speedup = reference time / our time.", "",
-                 "| date | topic | case | machine | device | ours (s) | reference | reference (s) | speedup | quality |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+        lines = [
+            "# Benchmark results",
+            "",
+            "Written by `python -m benchmarks TOPIC`: medians of repeated runs after a warm-up, ours and the",
+            "reference side by side in one process. speedup = reference time / our time.",
+            "",
+            "| date | topic | case | machine | device | ours (s) | reference | reference (s) | speedup | quality |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in rows:
         q = ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("quality") or {}).items())
         lines.append(

@@ -101,22 +101,33 @@ def _ee_case(quick: bool) -> Case:
         state["target"], state["init"] = None, None
 
     def ours():
-        m = ee.ElasticEmbedding(lam=LAM, max_iter=5 * maxit, tol=0, target=state["target"], device="cpu",
-                                seed=0).fit(Wpos=Wp, Wneg=Wn, init=state["init"])
+        m = ee.ElasticEmbedding(
+            lam=LAM, max_iter=5 * maxit, tol=0, target=state["target"], device="cpu", seed=0
+        ).fit(Wpos=Wp, Wneg=Wn, init=state["init"])
         return m.embedding_
 
     def quality(X_ours, X_ref):
-        q = {"objective_ours": ee.ee_objective(X_ours, Wp, LAM, Wneg=Wn, device="cpu"),
-             "acc10_ours": _label_accuracy(X_ours, labels)}
+        q = {
+            "objective_ours": ee.ee_objective(X_ours, Wp, LAM, Wneg=Wn, device="cpu"),
+            "acc10_ours": _label_accuracy(X_ours, labels),
+        }
         if X_ref is not None:
-            q.update(objective_ref=ee.ee_objective(X_ref, Wp, LAM, Wneg=Wn, device="cpu"),
-                     acc10_ref=_label_accuracy(X_ref, labels))
+            q.update(
+                objective_ref=ee.ee_objective(X_ref, Wp, LAM, Wneg=Wn, device="cpu"),
+                acc10_ref=_label_accuracy(X_ref, labels),
+            )
         return q
 
-    return Case(name=f"EE to neuralee's {maxit}-iteration objective, PBMC 3k ({Y.shape[0]} cells, 50 PCs, "
-                     f"perplexity 30, λ={LAM:g}, same dense affinities)",
-                ours=ours, reference=reference, reference_name="neuralee 0.1.6 EE(maxit=%d)" % maxit,
-                quality=quality, repeats=1 if quick else 3, notes="ours stops once E <= neuralee's final E")
+    return Case(
+        name=f"EE to neuralee's {maxit}-iteration objective, PBMC 3k ({Y.shape[0]} cells, 50 PCs, "
+        f"perplexity 30, λ={LAM:g}, same dense affinities)",
+        ours=ours,
+        reference=reference,
+        reference_name=f"neuralee 0.1.6 EE(maxit={maxit})",
+        quality=quality,
+        repeats=1 if quick else 3,
+        notes="ours stops once E <= neuralee's final E",
+    )
 
 
 def _fine_tune_case(quick: bool) -> Case:
@@ -138,7 +149,8 @@ def _fine_tune_case(quick: bool) -> Case:
         def reference():
             torch.manual_seed(0)
             out = RefNeuralEE(ds, d=2, lam=LAM, device=torch.device("cpu")).fine_tune(
-                maxit=epochs, verbose=False, frequence=max(1, epochs))
+                maxit=epochs, verbose=False, frequence=max(1, epochs)
+            )
             return out["X"].double().numpy()
     else:
         reference = None
@@ -146,22 +158,41 @@ def _fine_tune_case(quick: bool) -> Case:
 
     def ours():
         # end to end: sparse kNN affinities + full-batch training, distance-based repulsion like neuralee
-        return ee.NeuralEE(lam=LAM, perplexity=PERPLEXITY, repulsion="distance", batch_size=1.0, epochs=epochs,
-                           lr=1e-2, device="cpu", seed=0, progress=False).fit_transform(Y)
+        return ee.NeuralEE(
+            lam=LAM,
+            perplexity=PERPLEXITY,
+            repulsion="distance",
+            batch_size=1.0,
+            epochs=epochs,
+            lr=1e-2,
+            device="cpu",
+            seed=0,
+            progress=False,
+        ).fit_transform(Y)
 
     def quality(X_ours, X_ref):
         wneg = Wn if Wn is not None else ee.repulsive_weights(Y, kind="distance", device="cpu")
-        q = {"objective_ours": ee.ee_objective(X_ours, Wp_dense, LAM, Wneg=wneg, device="cpu"),
-             "acc10_ours": _label_accuracy(X_ours, labels)}
+        q = {
+            "objective_ours": ee.ee_objective(X_ours, Wp_dense, LAM, Wneg=wneg, device="cpu"),
+            "acc10_ours": _label_accuracy(X_ours, labels),
+        }
         if X_ref is not None:
-            q.update(objective_ref=ee.ee_objective(X_ref, Wp_dense, LAM, Wneg=wneg, device="cpu"),
-                     acc10_ref=_label_accuracy(X_ref, labels))
+            q.update(
+                objective_ref=ee.ee_objective(X_ref, Wp_dense, LAM, Wneg=wneg, device="cpu"),
+                acc10_ref=_label_accuracy(X_ref, labels),
+            )
         return q
 
-    return Case(name=f"NeuralEE full batch, {epochs} epochs, synthetic {n} cells x 50 PCs (objective on neuralee's "
-                     "dense weights)", ours=ours, reference=reference,
-                reference_name=f"neuralee 0.1.6 fine_tune(maxit={epochs}), float-zero patch",
-                quality=quality, repeats=1, notes="ours includes kNN + affinities; the reference's are precomputed")
+    return Case(
+        name=f"NeuralEE full batch, {epochs} epochs, synthetic {n} cells x 50 PCs (objective on neuralee's "
+        "dense weights)",
+        ours=ours,
+        reference=reference,
+        reference_name=f"neuralee 0.1.6 fine_tune(maxit={epochs}), float-zero patch",
+        quality=quality,
+        repeats=1,
+        notes="ours includes kNN + affinities; the reference's are precomputed",
+    )
 
 
 def _scaling_case(n: int, quick: bool) -> Case:
@@ -175,10 +206,14 @@ def _scaling_case(n: int, quick: bool) -> Case:
         t0 = time.perf_counter()
         W = ee.entropic_affinities(Y, PERPLEXITY, device=dev, seed=0)
         t1 = time.perf_counter()
-        m = ee.NeuralEE(lam=LAM, batch_size=2000, epochs=2 if quick else 3, lr=3e-3, device=dev, seed=0,
-                        progress=False).fit(Y, Wpos=W)
-        times.update(affinities_s=t1 - t0, training_s=time.perf_counter() - t1,
-                     peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+        m = ee.NeuralEE(
+            lam=LAM, batch_size=2000, epochs=2 if quick else 3, lr=3e-3, device=dev, seed=0, progress=False
+        ).fit(Y, Wpos=W)
+        times.update(
+            affinities_s=t1 - t0,
+            training_s=time.perf_counter() - t1,
+            peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        )
         return m.embedding_
 
     def quality(X, _):
@@ -187,10 +222,17 @@ def _scaling_case(n: int, quick: bool) -> Case:
 
         return {**times, "knn_preservation_5k": knn_preservation(Y[show], X[show], k=10)}
 
-    return Case(name=f"NeuralEE end to end (kNN + affinities + 3 epochs, batch 2000), {n:,} synthetic cells",
-                ours=ours, reference=None, reference_name="none (neuralee EE is capped at 15,000 cells; dense N x N)",
-                quality=quality, repeats=1, warmup=False, device=dev.type,
-                notes="peak RSS is the process maximum so far (cases run smallest first)")
+    return Case(
+        name=f"NeuralEE end to end (kNN + affinities + 3 epochs, batch 2000), {n:,} synthetic cells",
+        ours=ours,
+        reference=None,
+        reference_name="none (neuralee EE is capped at 15,000 cells; dense N x N)",
+        quality=quality,
+        repeats=1,
+        warmup=False,
+        device=dev.type,
+        notes="peak RSS is the process maximum so far (cases run smallest first)",
+    )
 
 
 def cases(quick: bool):

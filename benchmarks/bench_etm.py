@@ -119,8 +119,10 @@ def cases(quick: bool):
     _ours(adata, [0], 3, "logit")
     if reference is not None:
         _reference(adata, [0], 3)
-    for mixing, suffix, what in (("probability", "", "the course's model (probability-space mixing)"),
-                                 ("logit", "_logit", "scETM's decoder (mixing='logit')")):
+    for mixing, suffix, what in (
+        ("probability", "", "the course's model (probability-space mixing)"),
+        ("logit", "_logit", "scETM's decoder (mixing='logit')"),
+    ):
         yield Case(
             name=f"baron1_4000g_K{N_TOPICS}_{epochs}ep_{len(seeds)}seeds{suffix}",
             ours=lambda mixing=mixing: _ours(adata, seeds, epochs, mixing),
@@ -131,5 +133,5 @@ def cases(quick: bool):
             warmup=False,  # warmed up above
             device="cpu",
             notes=f"ours: {what}; full batch, CPU; times are totals over seeds {seeds}; "
-                  f"ARI at Leiden resolution {RESOLUTION}",
+            f"ARI at Leiden resolution {RESOLUTION}",
         )

@@ -55,6 +55,7 @@ def cases(quick: bool):
 
     for k in steps:
         for dev_name, heat, Xd in devices:
+
             def ours(heat=heat, Xd=Xd, k=k, dev_name=dev_name):
                 out = heat.sample(Xd, steps=k)
                 if dev_name == "cuda":

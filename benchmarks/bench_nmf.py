@@ -34,7 +34,9 @@ def _data():
     from sccourse.nmf import select_variable_genes
 
     # a checkout beside shared/ gets the course's offline mirror by default (as tests/conftest.py does)
-    os.environ.setdefault("SCCOURSE_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    os.environ.setdefault(
+        "SCCOURSE_DATA_MIRROR", str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the mirror holds mouse 1 only
         adata = select_variable_genes(ds.baron_mouse_pancreas(), 4000)
@@ -73,13 +75,23 @@ def cases(quick: bool):
             m = NMF(K, solver="mu", beta_loss=beta[loss], init="custom", max_iter=n_iter, tol=0)
             Wc = m.fit_transform(Xc, W=H0.T.copy(), H=W0.T.copy())
             return m.components_.T, Wc.T  # genes x K, K x cells
+
         return run
 
     def ours(loss, dtype, device="cpu"):
         def run():
-            r = nmf(X_sparse, K, loss=loss, init=(W0, H0), max_iter=n_iter, eval_every=n_iter, dtype=dtype,
-                    device=device)
+            r = nmf(
+                X_sparse,
+                K,
+                loss=loss,
+                init=(W0, H0),
+                max_iter=n_iter,
+                eval_every=n_iter,
+                dtype=dtype,
+                device=device,
+            )
             return r.W, r.H
+
         return run
 
     def quality(loss):
@@ -88,28 +100,39 @@ def cases(quick: bool):
             row = {"objective_ours": o, "ari_ours": evaluate_ari(out[1].T, labels)}
             if ref is not None:
                 r = _objective(Xc, ref[0], ref[1], loss)
-                row.update(objective_ref=r, rel_objective_diff=(o - r) / abs(r),
-                           ari_ref=evaluate_ari(ref[1].T, labels))
+                row.update(
+                    objective_ref=r,
+                    rel_objective_diff=(o - r) / abs(r),
+                    ari_ref=evaluate_ari(ref[1].T, labels),
+                )
             return row
+
         return q
 
     for loss in ("sse", "poisson"):
         for dtype, tag in ((torch.float32, "f32"), (torch.float64, "f64")):
             yield Case(
                 name=f"nmf-{loss} sparse {tag} vs sklearn mu dense f64 ({shape})",
-                ours=ours(loss, dtype), reference=reference(loss),
+                ours=ours(loss, dtype),
+                reference=reference(loss),
                 reference_name=f"sklearn {__import__('sklearn').__version__} NMF(solver='mu', "
-                               f"beta_loss='{beta[loss]}')",
-                quality=quality(loss), repeats=repeats, device="cpu",
+                f"beta_loss='{beta[loss]}')",
+                quality=quality(loss),
+                repeats=repeats,
+                device="cpu",
                 notes=f"ours: sccourse.nmf.nmf on CSR genes x cells, {tag}; same init (seed {SEED})",
             )
     if torch.cuda.is_available():
         for loss in ("sse", "poisson"):
             yield Case(
                 name=f"nmf-{loss} sparse f32 on CUDA ({shape})",
-                ours=ours(loss, torch.float32, "cuda"), reference=None,
-                reference_name="none (absolute GPU time)", quality=quality(loss), repeats=repeats,
-                device="cuda", notes="transfer of X and of the factors included",
+                ours=ours(loss, torch.float32, "cuda"),
+                reference=None,
+                reference_name="none (absolute GPU time)",
+                quality=quality(loss),
+                repeats=repeats,
+                device="cuda",
+                notes="transfer of X and of the factors included",
             )
 
 
@@ -156,6 +179,7 @@ def fair_cases(quick: bool):
 
     # 1. multiplicative updates, both losses, scikit-learn given the very same sparse float32 input
     for loss in ("sse", "poisson"):
+
         def ref(loss=loss):
             m = NMF(K, solver="mu", beta_loss=beta[loss], init="custom", max_iter=n_iter, tol=0)
             Wc = m.fit_transform(Xc_sparse32, W=H0.T.astype(np.float32), H=W0.T.astype(np.float32))
@@ -169,14 +193,21 @@ def fair_cases(quick: bool):
             o, rr = _objective(Xc, out[0], out[1], loss), _objective(Xc, r[0], r[1], loss)
             return {"objective_ours": o, "objective_ref": rr, "rel_objective_diff": (o - rr) / abs(rr)}
 
-        yield Case(name=f"nmf-{loss} mu, sklearn on the same sparse f32 input ({shape}, {n_iter} it)", ours=ours,
-                   reference=ref, reference_name=f"sklearn {sklearn.__version__} NMF(solver='mu') on CSR float32",
-                   quality=q, repeats=1 if loss == "poisson" else repeats, device="cpu",
-                   notes="same init, same number of iterations")
+        yield Case(
+            name=f"nmf-{loss} mu, sklearn on the same sparse f32 input ({shape}, {n_iter} it)",
+            ours=ours,
+            reference=ref,
+            reference_name=f"sklearn {sklearn.__version__} NMF(solver='mu') on CSR float32",
+            quality=q,
+            repeats=1 if loss == "poisson" else repeats,
+            device="cpu",
+            notes="same init, same number of iterations",
+        )
 
     # 2. to the same squared-error objective: our HALS and MU against scikit-learn's default solver (cd)
-    mu_ref = nmf(X_genes32, K, init=(W0, H0), max_iter=n_iter, eval_every=n_iter, dtype=torch.float64,
-                 device="cpu")
+    mu_ref = nmf(
+        X_genes32, K, init=(W0, H0), max_iter=n_iter, eval_every=n_iter, dtype=torch.float64, device="cpu"
+    )
     target_mu = _objective(Xc, mu_ref.W, mu_ref.H, "sse")
     sk_default = NMF(K, init="custom")  # solver="cd", max_iter=200, tol=1e-4: what a user gets
     Wc = sk_default.fit_transform(Xc_sparse32, W=H0.T.astype(np.float32), H=W0.T.astype(np.float32))
@@ -191,8 +222,10 @@ def fair_cases(quick: bool):
         r = nmf(X_genes32, K, solver="hals", init=(W0, H0), max_iter=it, eval_every=it, device="cpu")
         return (r.W, r.H), _objective(Xc, r.W, r.H, "sse")
 
-    for label, target in (("MU's 200-iteration objective", target_mu),
-                          ("scikit-learn cd's default-run objective", target_cd)):
+    for label, target in (
+        ("MU's 200-iteration objective", target_mu),
+        ("scikit-learn cd's default-run objective", target_cd),
+    ):
         state = {}
 
         def ours_run(target=target, state=state):
@@ -204,22 +237,39 @@ def fair_cases(quick: bool):
             return state["ref"]
 
         def q(o, r, target=target):
-            return {"target": target, "ours_iterations": o[1], "ours_objective": o[2], "ours_time_s": o[0],
-                    "ref_iterations": r[1], "ref_objective": r[2], "ref_time_s": r[0], "time_ratio": r[0] / o[0]}
+            return {
+                "target": target,
+                "ours_iterations": o[1],
+                "ours_objective": o[2],
+                "ours_time_s": o[0],
+                "ref_iterations": r[1],
+                "ref_objective": r[2],
+                "ref_time_s": r[0],
+                "time_ratio": r[0] / o[0],
+            }
 
-        yield Case(name=f"nmf-sse to {label} ({shape}): HALS vs sklearn cd, same sparse f32 input",
-                   ours=ours_run, reference=ref_run,
-                   reference_name=f"sklearn {sklearn.__version__} NMF(solver='cd') on CSR float32",
-                   quality=q, repeats=1, warmup=False, device="cpu",
-                   notes="time to reach the target objective (fewest iterations that reach it, found by binary "
-                         "search, then timed alone after a warm-up); the speedup column times the whole searches: "
-                         "read time_ratio")
+        yield Case(
+            name=f"nmf-sse to {label} ({shape}): HALS vs sklearn cd, same sparse f32 input",
+            ours=ours_run,
+            reference=ref_run,
+            reference_name=f"sklearn {sklearn.__version__} NMF(solver='cd') on CSR float32",
+            quality=q,
+            repeats=1,
+            warmup=False,
+            device="cpu",
+            notes="time to reach the target objective (fewest iterations that reach it, found by binary "
+            "search, then timed alone after a warm-up); the speedup column times the whole searches: "
+            "read time_ratio",
+        )
 
     # 3. dense count matrices (> 80 % non-zeros), float32 in, both losses
     import sccourse.datasets as ds
 
-    dense = ds.synthetic(2000 if not quick else 400, 1500 if not quick else 300, 8, seed=SEED, mean_scale=40.0) \
-        if "mean_scale" in ds.synthetic.__code__.co_varnames else None
+    dense = (
+        ds.synthetic(2000 if not quick else 400, 1500 if not quick else 300, 8, seed=SEED, mean_scale=40.0)
+        if "mean_scale" in ds.synthetic.__code__.co_varnames
+        else None
+    )
     if dense is None:
         rng = np.random.default_rng(SEED)
         n, m = (2000, 1500) if not quick else (400, 300)
@@ -231,25 +281,45 @@ def fair_cases(quick: bool):
     Xd = counts  # cells x genes, dense
     W0d, H0d = initialize(Xd.T, K, seed=SEED)
     for loss in ("sse", "poisson"):
+
         def ref(loss=loss):
             mdl = NMF(K, solver="mu", beta_loss=beta[loss], init="custom", max_iter=n_iter, tol=0)
             Wc = mdl.fit_transform(Xd, W=H0d.T.astype(np.float32), H=W0d.T.astype(np.float32))
             return mdl.components_.T, Wc.T
 
         def ours(loss=loss):
-            r = nmf(Xd, K, loss=loss, orientation="cells_x_genes", init=(W0d, H0d), max_iter=n_iter,
-                    eval_every=n_iter, device="cpu")
+            r = nmf(
+                Xd,
+                K,
+                loss=loss,
+                orientation="cells_x_genes",
+                init=(W0d, H0d),
+                max_iter=n_iter,
+                eval_every=n_iter,
+                device="cpu",
+            )
             return r.W, r.H
 
         def q(out, r, loss=loss):
             X64 = Xd.astype(np.float64)
             o, rr = _objective(X64, out[0], out[1], loss), _objective(X64, r[0], r[1], loss)
-            return {"nonzero_fraction": float((Xd > 0).mean()), "objective_ours": o, "objective_ref": rr,
-                    "rel_objective_diff": (o - rr) / abs(rr)}
+            return {
+                "nonzero_fraction": float((Xd > 0).mean()),
+                "objective_ours": o,
+                "objective_ref": rr,
+                "rel_objective_diff": (o - rr) / abs(rr),
+            }
 
-        yield Case(name=f"nmf-{loss} mu on a dense count matrix ({Xd.shape[0]} x {Xd.shape[1]}, f32, {n_iter} it)",
-                   ours=ours, reference=ref, reference_name=f"sklearn {sklearn.__version__} NMF(solver='mu') dense f32",
-                   quality=q, repeats=1 if loss == "poisson" else repeats, device="cpu", notes="same dense input")
+        yield Case(
+            name=f"nmf-{loss} mu on a dense count matrix ({Xd.shape[0]} x {Xd.shape[1]}, f32, {n_iter} it)",
+            ours=ours,
+            reference=ref,
+            reference_name=f"sklearn {sklearn.__version__} NMF(solver='mu') dense f32",
+            quality=q,
+            repeats=1 if loss == "poisson" else repeats,
+            device="cpu",
+            notes="same dense input",
+        )
 
 
 _cases_before_fair = cases

@@ -70,8 +70,9 @@ def scipy_nb_mle(Y: np.ndarray, X1: np.ndarray, X2: np.ndarray) -> dict:
 
         t0 = np.zeros(est.shape[0])
         t0[:p1] = np.linalg.lstsq(X1, np.log1p(y), rcond=None)[0]
-        res = scipy.optimize.minimize(f, t0, jac=True, method="L-BFGS-B",
-                                      options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-8})
+        res = scipy.optimize.minimize(
+            f, t0, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-8}
+        )
         est[:, j] = res.x
     return {"mean": est[:p1], "dispersion": est[p1:]}
 
@@ -139,16 +140,31 @@ def cases(quick: bool):
         return q
 
     ref = _scdesigner(adata, NB_FORMULA)
-    yield Case(f"nb_sim_{n}x{g}", _ours(adata, NB_FORMULA), ref,
-               "scdesigner 0.0.25 NegBin, defaults" if ref else "scdesigner not installed",
-               quality=quality_sim, notes="exact MLE vs mini-batch AdamW with early stopping on 10 % held out")
+    yield Case(
+        f"nb_sim_{n}x{g}",
+        _ours(adata, NB_FORMULA),
+        ref,
+        "scdesigner 0.0.25 NegBin, defaults" if ref else "scdesigner not installed",
+        quality=quality_sim,
+        notes="exact MLE vs mini-batch AdamW with early stopping on 10 % held out",
+    )
     epochs = 50 if quick else 2000
     ref = _scdesigner(adata, NB_FORMULA, max_epochs=epochs, val_frac=0.0, batch_size=n)
-    yield Case(f"nb_sim_{n}x{g}_fullbatch", _ours(adata, NB_FORMULA), ref,
-               f"scdesigner 0.0.25 NegBin, {epochs} full-batch epochs" if ref else "scdesigner not installed",
-               quality=quality_sim, repeats=1)
-    yield Case(f"nb_sim_{n}x{g}_scipy", _ours(adata, NB_FORMULA), lambda: scipy_nb_mle(Y, X1, X2),
-               "scipy L-BFGS-B per gene, analytic gradient", quality=quality_sim)
+    yield Case(
+        f"nb_sim_{n}x{g}_fullbatch",
+        _ours(adata, NB_FORMULA),
+        ref,
+        f"scdesigner 0.0.25 NegBin, {epochs} full-batch epochs" if ref else "scdesigner not installed",
+        quality=quality_sim,
+        repeats=1,
+    )
+    yield Case(
+        f"nb_sim_{n}x{g}_scipy",
+        _ours(adata, NB_FORMULA),
+        lambda: scipy_nb_mle(Y, X1, X2),
+        "scipy L-BFGS-B per gene, analytic gradient",
+        quality=quality_sim,
+    )
 
     # real data: pancreas, mean ~ pseudotime
     try:
@@ -170,25 +186,40 @@ def cases(quick: bool):
             for name, res in (("ours", ours), ("ref", ref)):
                 if res is None:
                     continue
-                dist = np.maximum(np.abs(res["mean"] - pmle["mean"]).max(0),
-                                  np.abs(res["dispersion"] - pmle["dispersion"]).max(0))
+                dist = np.maximum(
+                    np.abs(res["mean"] - pmle["mean"]).max(0),
+                    np.abs(res["dispersion"] - pmle["dispersion"]).max(0),
+                )
                 q[f"{name}_genes_off_mle_by_0.1"] = int((dist > 0.1).sum())
                 q[f"{name}_max_dist_to_scipy_mle"] = float(dist.max())
             return q
 
         formula = {"mean": "~ pseudotime", "dispersion": "~ 1"}
         ref = _scdesigner(panc, formula)
-        yield Case(f"pancreas_{panc.n_obs}x{panc.n_vars}", _ours(panc, formula), ref,
-                   "scdesigner 0.0.25 NegBin, defaults" if ref else "scdesigner not installed",
-                   quality=quality_panc)
-        yield Case(f"pancreas_{panc.n_obs}x{panc.n_vars}_scipy", _ours(panc, formula),
-                   lambda: scipy_nb_mle(PY, P1, P2), "scipy L-BFGS-B per gene, analytic gradient",
-                   quality=quality_panc)
+        yield Case(
+            f"pancreas_{panc.n_obs}x{panc.n_vars}",
+            _ours(panc, formula),
+            ref,
+            "scdesigner 0.0.25 NegBin, defaults" if ref else "scdesigner not installed",
+            quality=quality_panc,
+        )
+        yield Case(
+            f"pancreas_{panc.n_obs}x{panc.n_vars}_scipy",
+            _ours(panc, formula),
+            lambda: scipy_nb_mle(PY, P1, P2),
+            "scipy L-BFGS-B per gene, analytic gradient",
+            quality=quality_panc,
+        )
 
     # ZINB at 50,000 cells
     nz = 5000 if quick else 50000
     zdata, ztruth = _simulate(nz, 20, seed=1, zero_inflation=True)
     ref = _scdesigner(zdata, ZINB_FORMULA, zero_inflation=True)
-    yield Case(f"zinb_sim_{nz}x20", _ours(zdata, ZINB_FORMULA, "ZeroInflatedNegBinRegressionSimulator"), ref,
-               "scdesigner 0.0.25 ZeroInflatedNegBin, defaults" if ref else "scdesigner not installed",
-               quality=_errors(ztruth), repeats=1)
+    yield Case(
+        f"zinb_sim_{nz}x20",
+        _ours(zdata, ZINB_FORMULA, "ZeroInflatedNegBinRegressionSimulator"),
+        ref,
+        "scdesigner 0.0.25 ZeroInflatedNegBin, defaults" if ref else "scdesigner not installed",
+        quality=_errors(ztruth),
+        repeats=1,
+    )

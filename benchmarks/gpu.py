@@ -16,7 +16,6 @@ collected (they skip without CUDA); the benchmark rows run on the CPU at 5,000 c
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -34,7 +33,17 @@ def _step(title: str) -> float:
 
 
 def install(dry: bool) -> dict:
-    cmd = [sys.executable, "-m", "pip", "install", "--force-reinstall", "--no-deps", TORCH, "--index-url", CUDA_INDEX]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--force-reinstall",
+        "--no-deps",
+        TORCH,
+        "--index-url",
+        CUDA_INDEX,
+    ]
     if dry:
         print("would run:", " ".join(cmd))
         return {"install": "skipped (dry run)", "command": " ".join(cmd)}
@@ -52,8 +61,11 @@ def gpu_tests(dry: bool) -> dict:
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     print(tail)
     n = re.search(r"(\d+)(?:/\d+)? tests? collected", proc.stdout)
-    return {"gpu_tests": tail, "collected": int(n.group(1)) if n else None,
-            "ok": proc.returncode == 0 or (dry and proc.returncode in (0, 5))}
+    return {
+        "gpu_tests": tail,
+        "collected": int(n.group(1)) if n else None,
+        "ok": proc.returncode == 0 or (dry and proc.returncode in (0, 5)),
+    }
 
 
 def bench_rows(dry: bool) -> list[dict]:
@@ -92,19 +104,28 @@ def write(rows: list[dict], meta: dict) -> None:
     from benchmarks._harness import _fmt, machine
 
     stamp = time.strftime("%Y-%m-%d %H:%M")
-    lines = [f"## GPU ({machine()}, {stamp})", "",
-             f"`python -m benchmarks gpu`: {meta['gpu_tests']} (pytest -m gpu); the CUDA rows:", "",
-             "| case | ours (s) | reference | reference (s) | speedup | quality |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"## GPU ({machine()}, {stamp})",
+        "",
+        f"`python -m benchmarks gpu`: {meta['gpu_tests']} (pytest -m gpu); the CUDA rows:",
+        "",
+        "| case | ours (s) | reference | reference (s) | speedup | quality |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         q = ", ".join(f"{k}={_fmt(v)}" for k, v in (r.get("quality") or {}).items())
-        lines.append(f"| {r['case']} | {_fmt(r['ours_s'])} | {r['reference']} | {_fmt(r.get('reference_s', '—'))} | "
-                     f"{_fmt(r.get('speedup', '—'))} | {q} |")
+        lines.append(
+            f"| {r['case']} | {_fmt(r['ours_s'])} | {r['reference']} | {_fmt(r.get('reference_s', '—'))} | "
+            f"{_fmt(r.get('speedup', '—'))} | {q} |"
+        )
     section = "\n".join(lines) + "\n"
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text()
     text = re.sub(r"## GPU \(.*?(?=\n## |\Z)", "", text, flags=re.S)
     marker = "## All rows"
-    path.write_text(text.replace(marker, section + "\n" + marker) if marker in text else text + "\n" + section)
+    path.write_text(
+        text.replace(marker, section + "\n" + marker) if marker in text else text + "\n" + section
+    )
 
 
 def main(argv=None) -> int:
@@ -129,7 +150,8 @@ def main(argv=None) -> int:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / ("gpu-dry-run.json" if dry else "gpu.json")).write_text(
-        json.dumps({**meta, "rows": rows}, indent=1, default=str))
+        json.dumps({**meta, "rows": rows}, indent=1, default=str)
+    )
     if not dry:
         write(rows, meta)
     print(f"done in {meta['seconds']:.0f} s" + (" (dry run: RESULTS.md untouched)" if dry else ""))

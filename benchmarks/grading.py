@@ -61,7 +61,9 @@ def make_course(dest: Path, n_per_kind: tuple = KINDS) -> dict[tuple[str, str], 
             elif kind == "hanging":
                 answers[-1].source = "while True:\n    pass\n" + answers[-1].source
             elif kind == "crashing":
-                answers[len(answers) // 2].source = "import os\nos._exit(1)\n" + answers[len(answers) // 2].source
+                answers[len(answers) // 2].source = (
+                    "import os\nos._exit(1)\n" + answers[len(answers) // 2].source
+                )
             student = f"s{i:02d}-{kind}"
             folder = dest / "submitted" / student / name
             folder.mkdir(parents=True)
@@ -72,8 +74,14 @@ def make_course(dest: Path, n_per_kind: tuple = KINDS) -> dict[tuple[str, str], 
 
 
 def _env():
-    return {**os.environ, "SCCOURSE_GRADING_MODE": "quick", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "SCCOURSE_GRADING_MODE": "quick",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def scores(course: Path) -> dict[str, float]:
@@ -83,17 +91,30 @@ def scores(course: Path) -> dict[str, float]:
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="sccourse") as gb:
         for name in NAMES:
             for sub in gb.find_assignment(name).submissions:
-                out[f"{name}/{sub.student.id}"] = round(float(sum((g.auto_score or 0) for nb in sub.notebooks
-                                                                  for g in nb.grades)), 6)
+                out[f"{name}/{sub.student.id}"] = round(
+                    float(sum((g.auto_score or 0) for nb in sub.notebooks for g in nb.grades)), 6
+                )
     return out
 
 
 def sequential(course: Path) -> float:
     t0 = time.perf_counter()
     for name in NAMES:
-        subprocess.run([sys.executable, "-m", "nbgrader", "autograde", name, "--create",
-                        f"--CourseDirectory.root={course}"], cwd=course, env=_env(), check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbgrader",
+                "autograde",
+                name,
+                "--create",
+                f"--CourseDirectory.root={course}",
+            ],
+            cwd=course,
+            env=_env(),
+            check=True,
+            capture_output=True,
+        )
     return time.perf_counter() - t0
 
 
@@ -106,8 +127,9 @@ def engine(course: Path, *, scheduler: str | None = None, workers: int = 2) -> t
         t0 = time.perf_counter()
         rows = []
         for name in NAMES:
-            rows += _engine.grade(name, course_root=course, scheduler=scheduler, workers=workers, mode="quick",
-                                  progress=False)
+            rows += _engine.grade(
+                name, course_root=course, scheduler=scheduler, workers=workers, mode="quick", progress=False
+            )
         return time.perf_counter() - t0, rows
     finally:
         os.environ.clear()
@@ -125,12 +147,33 @@ def external_cluster():
     port = _free_port()
     dask = Path(sys.executable).parent / "dask"
     env = _env()
-    sched = subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                              "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched = subprocess.Popen(
+        [str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     address = f"tcp://127.0.0.1:{port}"
-    workers = [subprocess.Popen([str(dask), "worker", address, "--nthreads", "1", "--nworkers", "1",
-                                 "--no-dashboard", "--host", "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [
+                str(dask),
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
     from distributed import Client
 
     for _ in range(120):
@@ -155,8 +198,11 @@ def sandbox_startup(repeats: int = 3) -> dict:
     async def once(sandboxed: bool) -> float:
         work = Path(tempfile.mkdtemp(prefix="sccourse-bench-"))
         t0 = time.perf_counter()
-        km = (SandboxKernelManager(kernel_name="python3", sandbox=Sandbox(work)) if sandboxed
-              else AsyncKernelManager(kernel_name="python3"))
+        km = (
+            SandboxKernelManager(kernel_name="python3", sandbox=Sandbox(work))
+            if sandboxed
+            else AsyncKernelManager(kernel_name="python3")
+        )
         if sandboxed:
             km.kernel_spec.interrupt_mode = "message"
         await km.start_kernel(cwd=str(work))
@@ -188,9 +234,12 @@ def projection(per_submission_s: dict[str, float], speedup: float, workers: int 
             full = {r["name"]: r["seconds"] for r in data["notebooks"]}
     efficiency = speedup / workers
     serial = 300 * sum(full.values()) if full else None
-    return {"full_mode_seconds_per_notebook": full, "parallel_efficiency": efficiency,
-            "hours_serial": serial / 3600 if serial else None,
-            "hours_16_cores": serial / (16 * efficiency) / 3600 if serial else None}
+    return {
+        "full_mode_seconds_per_notebook": full,
+        "parallel_efficiency": efficiency,
+        "hours_serial": serial / 3600 if serial else None,
+        "hours_16_cores": serial / (16 * efficiency) / 3600 if serial else None,
+    }
 
 
 def main(argv=None) -> int:
@@ -220,16 +269,20 @@ def main(argv=None) -> int:
         s_seq, s_loc, s_ext = scores(base / "seq"), scores(base / "local"), scores(base / "external")
         results["submissions"] = len(s_seq)
         results["identical_scores"] = s_seq == s_loc == s_ext
-        results["differences"] = {k: (s_seq.get(k), s_loc.get(k), s_ext.get(k)) for k in s_seq
-                                  if not (s_seq.get(k) == s_loc.get(k) == s_ext.get(k))}
+        results["differences"] = {
+            k: (s_seq.get(k), s_loc.get(k), s_ext.get(k))
+            for k in s_seq
+            if not (s_seq.get(k) == s_loc.get(k) == s_ext.get(k))
+        }
         results["failed"] = [r for r in rows_local + rows_ext if r["status"] != "graded"]
         overheads = sorted(r["overhead"] for r in rows_local if "overhead" in r)
         results["engine_overhead_median_s"] = overheads[len(overheads) // 2] if overheads else None
     results["sandbox"] = sandbox_startup()
     results["speedup_local"] = results["sequential_s"] / results["local_s"]
     results["speedup_external"] = results["sequential_s"] / results["external_s"]
-    results["overhead_per_submission_s"] = (results["engine_overhead_median_s"] or 0) + \
-        max(results["sandbox"]["sandbox_overhead"], 0.0)
+    results["overhead_per_submission_s"] = (results["engine_overhead_median_s"] or 0) + max(
+        results["sandbox"]["sandbox_overhead"], 0.0
+    )
     results["projection"] = projection({}, results["speedup_local"])
     results["date"] = time.strftime("%Y-%m-%d %H:%M")
     results["machine"] = f"{os.uname().sysname} {os.uname().machine}, {os.cpu_count()} cores"
@@ -244,25 +297,28 @@ def main(argv=None) -> int:
 
 def write_results(r: dict) -> None:
     p = r["projection"]
-    proj = (f"{p['hours_serial']:.1f} h serially, about {p['hours_16_cores']:.1f} h on one 16-core machine at the "
-            f"measured parallel efficiency ({p['parallel_efficiency']:.2f})" if p["hours_serial"] else
-            "run `python3 tasks.py course` first for the full-mode times the projection uses")
+    proj = (
+        f"{p['hours_serial']:.1f} h serially, about {p['hours_16_cores']:.1f} h on one 16-core machine at the "
+        f"measured parallel efficiency ({p['parallel_efficiency']:.2f})"
+        if p["hours_serial"]
+        else "run `python3 tasks.py course` first for the full-mode times the projection uses"
+    )
     section = f"""## Grading at class scale
 
-`python -m benchmarks grading` ({r['date']}, {r['machine']}): {r['submissions']} quick-mode submissions of
+`python -m benchmarks grading` ({r["date"]}, {r["machine"]}): {r["submissions"]} quick-mode submissions of
 `00_orientation` and `05_nb_simulation` (correct, first answer missing, last answer hanging until the
 {CELL_TIMEOUT} s cell timeout, kernel crashing), every kernel in the sandbox with one compute thread.
 
 | way | wall time | ratio to sequential |
 |---|---|---|
-| `nbgrader autograde`, one submission after the other | {r['sequential_s']:.1f} s | 1.00× |
-| `sccourse grade`, LocalCluster with 2 workers | {r['local_s']:.1f} s | {r['speedup_local']:.2f}× |
-| `sccourse grade --scheduler`, `dask scheduler` + 2 `dask worker` processes on 127.0.0.1 | {r['external_s']:.1f} s | {r['speedup_external']:.2f}× |
+| `nbgrader autograde`, one submission after the other | {r["sequential_s"]:.1f} s | 1.00× |
+| `sccourse grade`, LocalCluster with 2 workers | {r["local_s"]:.1f} s | {r["speedup_local"]:.2f}× |
+| `sccourse grade --scheduler`, `dask scheduler` + 2 `dask worker` processes on 127.0.0.1 | {r["external_s"]:.1f} s | {r["speedup_external"]:.2f}× |
 
-Scores identical in all three: **{'yes' if r['identical_scores'] else 'NO: ' + str(r['differences'])}**. Per-submission
-overhead of the engine: {r['overhead_per_submission_s']:.2f} s (private course copy + merge into the gradebook,
-median {r['engine_overhead_median_s']:.2f} s; the sandbox adds {r['sandbox']['sandbox_overhead']:.2f} s to a kernel's
-start: {r['sandbox']['sandboxed']:.2f} s against {r['sandbox']['plain']:.2f} s). Targets: identical scores, ≥ 1.8× on 2
+Scores identical in all three: **{"yes" if r["identical_scores"] else "NO: " + str(r["differences"])}**. Per-submission
+overhead of the engine: {r["overhead_per_submission_s"]:.2f} s (private course copy + merge into the gradebook,
+median {r["engine_overhead_median_s"]:.2f} s; the sandbox adds {r["sandbox"]["sandbox_overhead"]:.2f} s to a kernel's
+start: {r["sandbox"]["sandboxed"]:.2f} s against {r["sandbox"]["plain"]:.2f} s). Targets: identical scores, ≥ 1.8× on 2
 cores, overhead under 3 s. Projection for 300 students × 6 assignments in full mode: {proj}.
 """
     path = ROOT / "benchmarks" / "RESULTS.md"

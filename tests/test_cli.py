@@ -12,7 +12,7 @@ from sccourse import cli
 from sccourse._course import ROOT
 
 
-@pytest.fixture()
+@pytest.fixture
 def orientation(tmp_path):
     release = ROOT / "assignments" / "00_orientation" / "00_orientation.ipynb"
     source = ROOT / "solutions" / "00_orientation" / "00_orientation.ipynb"
@@ -38,7 +38,9 @@ def test_check_runs_visible_tests_only_and_flags_wrong_answers(orientation):
             cell.source = "def top_genes(X, var_names, n=10):\n    return sorted(map(str, var_names))[:n]\n"
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "normalize_tests":
             # the hidden part of this cell would fail; the self-check must not run it
-            cell.source = re.sub(r"### BEGIN HIDDEN TESTS\n", "### BEGIN HIDDEN TESTS\nassert False\n", cell.source)
+            cell.source = re.sub(
+                r"### BEGIN HIDDEN TESTS\n", "### BEGIN HIDDEN TESTS\nassert False\n", cell.source
+            )
     path = tmp / "student.ipynb"
     nbformat.write(nb, str(path))
     report = {r["grade_id"]: r for r in cli.check(path, quick=True, timeout=300)}

@@ -6,14 +6,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import time
-import socket
-import os
 import io
 import json
+import os
 import shutil
+import socket
 import tarfile
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -143,7 +143,7 @@ def test_synthetic_is_seeded_and_validates():
 
 
 # ---------------------------------------------------------------- mirror folder, HTTP mirror, upstream
-@pytest.fixture()
+@pytest.fixture
 def fake_mirror(mirror, tmp_path, monkeypatch):
     """A private mirror folder holding one real file, and an empty private cache."""
     root = tmp_path / "mirror"
@@ -159,7 +159,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
+@pytest.fixture
 def http_root(tmp_path):
     """A loopback HTTP server over a folder; yields (folder, base URL)."""
     root = tmp_path / "served"
@@ -226,8 +226,11 @@ def _tiny_10x_tar(path: Path, X: sp.csr_matrix) -> None:
     members = {
         "filtered_gene_bc_matrices/hg19/matrix.mtx": buf.getvalue(),
         "filtered_gene_bc_matrices/hg19/genes.tsv": "".join(
-            f"ENSG{j:011d}\t{'MT-CO1' if j == 0 else f'GENE{j}'}\n" for j in range(X.shape[1])).encode(),
-        "filtered_gene_bc_matrices/hg19/barcodes.tsv": "".join(f"CELL{i}-1\n" for i in range(X.shape[0])).encode(),
+            f"ENSG{j:011d}\t{'MT-CO1' if j == 0 else f'GENE{j}'}\n" for j in range(X.shape[1])
+        ).encode(),
+        "filtered_gene_bc_matrices/hg19/barcodes.tsv": "".join(
+            f"CELL{i}-1\n" for i in range(X.shape[0])
+        ).encode(),
     }
     with tarfile.open(path, "w:gz") as tar:
         for name, payload in members.items():
@@ -239,8 +242,9 @@ def _tiny_10x_tar(path: Path, X: sp.csr_matrix) -> None:
 def _registry_with(tmp_path, monkeypatch, name, upstream_url, fingerprint, fmt):
     reg = json.loads(datasets._REGISTRY_PATH.read_text())
     reg[name]["files"].pop("counts", None)
-    reg[name]["upstream"] = {"counts": {"url": upstream_url, "format": fmt, "sha256": None,
-                                        "fingerprint": fingerprint}}
+    reg[name]["upstream"] = {
+        "counts": {"url": upstream_url, "format": fmt, "sha256": None, "fingerprint": fingerprint}
+    }
     path = tmp_path / "registry.json"
     path.write_text(json.dumps(reg))
     monkeypatch.setattr(datasets, "_REGISTRY_PATH", path)
@@ -264,18 +268,31 @@ def test_upstream_10x_archive_is_parsed_and_fingerprinted(http_root, tmp_path, m
     else:
         with pytest.raises(datasets.DataIntegrityError, match="fingerprint mismatch on total"):
             datasets.pbmc3k()
-        assert not list((tmp_path / "cache").rglob("*.tar.gz")), "a file that failed its check must be removed"
+        assert not list((tmp_path / "cache").rglob("*.tar.gz")), (
+            "a file that failed its check must be removed"
+        )
 
 
 def test_upstream_geo_csv_is_parsed(http_root, tmp_path, monkeypatch):
     served, url = http_root
-    counts = pd.DataFrame([[0, 3, 1], [2, 0, 0]], columns=["Gcg", "X0610007P14Rik", "Ins1"],
-                          index=["mouse2_lib1.final_cell_0001", "mouse2_lib1.final_cell_0002"])
-    df = pd.concat([pd.DataFrame({"barcode": ["AAA", "CCC"], "assigned_cluster": ["alpha", "beta"]},
-                                 index=counts.index), counts], axis=1)
+    counts = pd.DataFrame(
+        [[0, 3, 1], [2, 0, 0]],
+        columns=["Gcg", "X0610007P14Rik", "Ins1"],
+        index=["mouse2_lib1.final_cell_0001", "mouse2_lib1.final_cell_0002"],
+    )
+    df = pd.concat(
+        [
+            pd.DataFrame(
+                {"barcode": ["AAA", "CCC"], "assigned_cluster": ["alpha", "beta"]}, index=counts.index
+            ),
+            counts,
+        ],
+        axis=1,
+    )
     (served / "m2.csv.gz").write_bytes(gzip.compress(df.to_csv().encode()))
-    _registry_with(tmp_path, monkeypatch, "baron_mouse2", f"{url}/m2.csv.gz", {"shape": [2, 3], "total": 6},
-                   "baron_csv")
+    _registry_with(
+        tmp_path, monkeypatch, "baron_mouse2", f"{url}/m2.csv.gz", {"shape": [2, 3], "total": 6}, "baron_csv"
+    )
     monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
     a = datasets.baron_mouse_pancreas(mice=("mouse2",), require_all=True)
@@ -285,8 +302,14 @@ def test_upstream_geo_csv_is_parsed(http_root, tmp_path, monkeypatch):
 
 
 def test_unreachable_upstream_says_how_to_set_the_mirror(tmp_path, monkeypatch):
-    _registry_with(tmp_path, monkeypatch, "baron_mouse2", "http://127.0.0.1:9/absent.csv.gz", {"shape": [1, 1]},
-                   "baron_csv")
+    _registry_with(
+        tmp_path,
+        monkeypatch,
+        "baron_mouse2",
+        "http://127.0.0.1:9/absent.csv.gz",
+        {"shape": [1, 1]},
+        "baron_csv",
+    )
     monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
     with pytest.raises(datasets.DataUnavailableError, match="SCCOURSE_DATA_MIRROR"):
@@ -294,8 +317,14 @@ def test_unreachable_upstream_says_how_to_set_the_mirror(tmp_path, monkeypatch):
 
 
 def test_failed_download_is_tried_once_per_process(tmp_path, monkeypatch):
-    _registry_with(tmp_path, monkeypatch, "baron_mouse2", "http://127.0.0.1:9/absent.csv.gz", {"shape": [1, 1]},
-                   "baron_csv")
+    _registry_with(
+        tmp_path,
+        monkeypatch,
+        "baron_mouse2",
+        "http://127.0.0.1:9/absent.csv.gz",
+        {"shape": [1, 1]},
+        "baron_csv",
+    )
     monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(datasets, "_UNREACHABLE", {})
@@ -336,7 +365,7 @@ class _Misbehaving(http.server.BaseHTTPRequestHandler):
             time.sleep(2)
 
 
-@pytest.fixture()
+@pytest.fixture
 def bad_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Misbehaving)
     server.daemon_threads = True
@@ -354,15 +383,27 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("how", ["404", "refused", "closed-midway", "too-slow"])
-def test_a_failing_http_mirror_gives_a_clear_error_and_the_upstream_is_tried(bad_server, tmp_path, monkeypatch, how):
-    prefix = {"404": f"{bad_server}/missing", "refused": f"http://127.0.0.1:{_free_port()}",
-              "closed-midway": f"{bad_server}/half", "too-slow": f"{bad_server}/slow"}[how]
+def test_a_failing_http_mirror_gives_a_clear_error_and_the_upstream_is_tried(
+    bad_server, tmp_path, monkeypatch, how
+):
+    prefix = {
+        "404": f"{bad_server}/missing",
+        "refused": f"http://127.0.0.1:{_free_port()}",
+        "closed-midway": f"{bad_server}/half",
+        "too-slow": f"{bad_server}/slow",
+    }[how]
     monkeypatch.setenv("SCCOURSE_DATA_MIRROR", prefix)
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "3")
     tried = []
-    monkeypatch.setattr(datasets, "_load_upstream", lambda name, key="counts": tried.append(name) or
-                        (_ for _ in ()).throw(datasets.DataUnavailableError("upstream unreachable too")))
+    monkeypatch.setattr(
+        datasets,
+        "_load_upstream",
+        lambda name, key="counts": (
+            tried.append(name)
+            or (_ for _ in ()).throw(datasets.DataUnavailableError("upstream unreachable too"))
+        ),
+    )
     t0 = time.monotonic()
     with pytest.raises(datasets.DataUnavailableError) as err:
         datasets.baron_mouse_pancreas(mice="mouse1", require_all=True)
@@ -370,7 +411,9 @@ def test_a_failing_http_mirror_gives_a_clear_error_and_the_upstream_is_tried(bad
     msg = str(err.value)
     assert prefix in msg and "SCCOURSE_DATA_MIRROR" in msg and "upstream unreachable too" in msg
     assert tried == ["baron_mouse1"], "the original source is tried after the mirror failed"
-    leftovers = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] if (tmp_path / "cache").exists() else []
+    leftovers = (
+        [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] if (tmp_path / "cache").exists() else []
+    )
     assert leftovers == [], f"half-written files left behind: {leftovers}"
 
 

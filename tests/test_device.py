@@ -43,7 +43,7 @@ def test_cuda_device_when_present():
 
 def test_set_seed_makes_python_numpy_and_torch_repeat():
     def draw():
-        return random.random(), np.random.rand(), torch.rand(3).tolist()
+        return random.random(), np.random.rand(), torch.rand(3).tolist()  # noqa: NPY002
 
     set_seed(123)
     a = draw()
@@ -67,9 +67,11 @@ def test_import_sccourse_gives_the_topic_modules_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, sccourse; assert 'sccourse.etm' not in sys.modules; "
-            "assert sccourse.etm.ETM and 'sccourse.etm' in sys.modules; "
-            "assert {'datasets', 'nmf', 'ee', 'simulate', 'manifold', 'qc', 'metrics', 'plotting'} <= set(dir(sccourse))")
+    code = (
+        "import sys, sccourse; assert 'sccourse.etm' not in sys.modules; "
+        "assert sccourse.etm.ETM and 'sccourse.etm' in sys.modules; "
+        "assert {'datasets', 'nmf', 'ee', 'simulate', 'manifold', 'qc', 'metrics', 'plotting'} <= set(dir(sccourse))"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
     import sccourse
 

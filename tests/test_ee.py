@@ -177,12 +177,15 @@ def test_blocked_sparse_and_dense_objectives_agree(small_problem):
 
 
 # ----------------------------------------------------------------------------- EE
-@pytest.mark.parametrize("optimizer, dtype, rel", [("spectral", torch.float32, 1e-4), ("gd", torch.float32, 1e-4),
-                                                    ("spectral", torch.float64, 1e-10)])
+@pytest.mark.parametrize(
+    ("optimizer", "dtype", "rel"),
+    [("spectral", torch.float32, 1e-4), ("gd", torch.float32, 1e-4), ("spectral", torch.float64, 1e-10)],
+)
 def test_objective_decreases_monotonically(blobs, optimizer, dtype, rel):
     Y, _ = blobs
-    m = ee.ElasticEmbedding(lam=10.0, perplexity=20, optimizer=optimizer, max_iter=25, tol=0, dtype=dtype,
-                            device="cpu")
+    m = ee.ElasticEmbedding(
+        lam=10.0, perplexity=20, optimizer=optimizer, max_iter=25, tol=0, dtype=dtype, device="cpu"
+    )
     m.fit(Y)
     obj = m.history_["objective"].to_numpy()
     assert len(obj) > 5
@@ -201,7 +204,7 @@ def test_calibration_converges_for_near_duplicate_cells():
 
     rng = np.random.default_rng(4)
     D2 = torch.as_tensor(rng.uniform(0.5, 3.0, size=(50, 30)))
-    D2[:3] = 1.0 + 1e-13 * torch.as_tensor(rng.uniform(size=(3, 30)))   # near-duplicate neighbourhoods
+    D2[:3] = 1.0 + 1e-13 * torch.as_tensor(rng.uniform(size=(3, 30)))  # near-duplicate neighbourhoods
     P, beta, conv = K.calibrate(D2, 10.0, tol=1e-10, max_iter=400)
     assert bool(conv.all())
     H = -(P * torch.log(P.clamp_min(1e-300))).sum(1)
@@ -221,8 +224,9 @@ def test_gradient_descent_leaves_the_collapsed_start():
     assert obj[-1] < 0.5 * obj[0]
     deg = np.asarray(W.sum(1)).ravel()
     assert gd.history_["step"].iloc[1] == pytest.approx(1.0 / (8 * deg.max()), rel=1e-12)
-    sd = ee.ElasticEmbedding(lam=10.0, optimizer="spectral", max_iter=30, tol=0, dtype=torch.float64,
-                             device="cpu").fit(Wpos=W)
+    sd = ee.ElasticEmbedding(
+        lam=10.0, optimizer="spectral", max_iter=30, tol=0, dtype=torch.float64, device="cpu"
+    ).fit(Wpos=W)
     reached = sd.history_.loc[sd.history_["objective"] <= obj[-1], "iteration"]
     assert len(reached) and int(reached.iloc[0]) < 15
 
@@ -265,8 +269,11 @@ def test_dense_ee_loss_matches_pair_sums_and_the_blocked_objective(small_problem
     X = rng.normal(size=(7, 3))
     A = rng.uniform(size=(7, 7))
     B = rng.uniform(size=(7, 7)) / 49  # not symmetric, diagonal included: every ordered pair counts
-    ref = sum(A[i, j] * ((X[i] - X[j]) ** 2).sum() + 2.5 * B[i, j] * np.exp(-((X[i] - X[j]) ** 2).sum())
-              for i in range(7) for j in range(7))
+    ref = sum(
+        A[i, j] * ((X[i] - X[j]) ** 2).sum() + 2.5 * B[i, j] * np.exp(-((X[i] - X[j]) ** 2).sum())
+        for i in range(7)
+        for j in range(7)
+    )
     Xt = torch.tensor(X, requires_grad=True)
     val = ee.dense_ee_loss(Xt, torch.tensor(A), torch.tensor(B), 2.5)
     assert float(val.detach()) == pytest.approx(ref, rel=1e-12)
@@ -316,19 +323,21 @@ def test_train_ee_network_is_the_plain_loop(small_problem):
         calls.append(bs)
         return [np.arange(0, m // 2), np.arange(m // 2, m - 1)]  # the last cell is left out
 
-    _, cov2 = ee.train_ee_network(ee.mlp(Y.shape[1], (16,), 2, seed=0), Y, W, 10.0, batch_size=45, epochs=3,
-                                  seed=1, batches=halves)
+    _, cov2 = ee.train_ee_network(
+        ee.mlp(Y.shape[1], (16,), 2, seed=0), Y, W, 10.0, batch_size=45, epochs=3, seed=1, batches=halves
+    )
     assert calls == [45, 45, 45]
     assert cov2[-1] == 0 and np.all(cov2[:-1] == 3)
 
 
 def test_fit_held_out_never_shows_the_model_a_held_out_cell(synthetic_pcs):
     pcs, _ = synthetic_pcs
-    tr, te, model = ee.fit_held_out(pcs, train_fraction=0.7, seed=3, perplexity=20, epochs=2, hidden=(16,),
-                                    device="cpu", progress=False)
+    tr, te, model = ee.fit_held_out(
+        pcs, train_fraction=0.7, seed=3, perplexity=20, epochs=2, hidden=(16,), device="cpu", progress=False
+    )
     assert len(tr) == round(0.7 * pcs.shape[0]) and len(np.intersect1d(tr, te)) == 0
     np.testing.assert_array_equal(np.sort(np.concatenate([tr, te])), np.arange(pcs.shape[0]))
-    np.testing.assert_array_equal(tr, np.sort(np.random.default_rng(3).permutation(pcs.shape[0])[:len(tr)]))
+    np.testing.assert_array_equal(tr, np.sort(np.random.default_rng(3).permutation(pcs.shape[0])[: len(tr)]))
     np.testing.assert_allclose(model.mean_, pcs[tr].mean(0))
     assert model.embedding_.shape == (len(tr), 2) and model.seed == 3
     with pytest.raises(ValueError, match="train_fraction"):
@@ -350,8 +359,9 @@ def test_batch_loss_matches_full_objective_on_full_batch(small_problem):
     coo = W.tocoo()
     wneg = torch.full((n, n), 1.0 / n**2, dtype=torch.float64)
     wneg.fill_diagonal_(0)
-    loss = ee.batch_ee_loss(torch.tensor(X), torch.tensor(coo.row), torch.tensor(coo.col), torch.tensor(coo.data),
-                            wneg, 4.0)
+    loss = ee.batch_ee_loss(
+        torch.tensor(X), torch.tensor(coo.row), torch.tensor(coo.col), torch.tensor(coo.data), wneg, 4.0
+    )
     assert float(loss) == pytest.approx(ee.ee_objective(X, W, 4.0, device="cpu"), rel=1e-12)
 
 
@@ -384,8 +394,17 @@ def test_neuralee_trains_every_cell_and_maps_held_out_cells(synthetic_pcs):
     rng = np.random.default_rng(0)
     perm = rng.permutation(pcs.shape[0])
     train, test = perm[:300], perm[300:]
-    m = ee.NeuralEE(lam=10.0, perplexity=20, batch_size=140, epochs=40, lr=3e-3, hidden=(64, 32),
-                    progress=False, device="cpu", seed=0).fit(pcs[train])
+    m = ee.NeuralEE(
+        lam=10.0,
+        perplexity=20,
+        batch_size=140,
+        epochs=40,
+        lr=3e-3,
+        hidden=(64, 32),
+        progress=False,
+        device="cpu",
+        seed=0,
+    ).fit(pcs[train])
     assert np.all(m.coverage_ == 40)  # 140 does not divide 300: still every cell, every epoch
     assert (m.history_["cells_seen"] == 300).all()
     loss = m.history_["loss"].to_numpy()
@@ -398,7 +417,15 @@ def test_neuralee_trains_every_cell_and_maps_held_out_cells(synthetic_pcs):
 
 def test_neuralee_same_seed_same_numbers(blobs):
     Y, _ = blobs
-    kw = {"lam": 10.0, "perplexity": 15, "batch_size": 0.5, "epochs": 3, "hidden": (16,), "progress": False, "device": "cpu"}
+    kw = {
+        "lam": 10.0,
+        "perplexity": 15,
+        "batch_size": 0.5,
+        "epochs": 3,
+        "hidden": (16,),
+        "progress": False,
+        "device": "cpu",
+    }
     a = ee.NeuralEE(seed=7, **kw).fit_transform(Y)
     b = ee.NeuralEE(seed=7, **kw).fit_transform(Y)
     c = ee.NeuralEE(seed=8, **kw).fit_transform(Y)
@@ -408,8 +435,17 @@ def test_neuralee_same_seed_same_numbers(blobs):
 
 def test_neuralee_batch_affinities_option(blobs):
     Y, _ = blobs
-    m = ee.NeuralEE(lam=10.0, perplexity=10, attraction="batch", batch_size=0.5, epochs=15, hidden=(32,),
-                    lr=3e-3, progress=False, device="cpu").fit(Y)
+    m = ee.NeuralEE(
+        lam=10.0,
+        perplexity=10,
+        attraction="batch",
+        batch_size=0.5,
+        epochs=15,
+        hidden=(32,),
+        lr=3e-3,
+        progress=False,
+        device="cpu",
+    ).fit(Y)
     loss = m.history_["loss"].to_numpy()
     assert loss[-3:].mean() < loss[:3].mean()
     with pytest.raises(ValueError, match="not fitted"):

@@ -21,7 +21,7 @@ def planted_topics(n_cells=500, n_genes=150, n_topics=4, *, seed=0, concentratio
     block = n_genes // n_topics
     beta = np.full((n_topics, n_genes), 0.2)
     for k in range(n_topics):
-        beta[k, k * block:(k + 1) * block] += rng.gamma(2.0, 2.0, size=block)
+        beta[k, k * block : (k + 1) * block] += rng.gamma(2.0, 2.0, size=block)
     beta /= beta.sum(axis=1, keepdims=True)
     theta = rng.dirichlet(np.full(n_topics, concentration), size=n_cells)
     lib = rng.integers(800, 2500, size=n_cells)
@@ -74,9 +74,15 @@ def test_mixture_loglik_chunks_agree(monkeypatch):
     from scipy.stats import multinomial
 
     # the multinomial pmf without its count-only coefficient is exactly Σ x log p
-    coef = np.array([multinomial.logpmf(x, n=x.sum(), p=np.full(30, 1 / 30)) - x.sum() * np.log(1 / 30)
-                     for x in X.numpy()])
-    ref = sum(multinomial.logpmf(x, n=x.sum(), p=p) for x, p in zip(X.numpy(), (theta @ beta).detach().numpy()))
+    coef = np.array(
+        [
+            multinomial.logpmf(x, n=x.sum(), p=np.full(30, 1 / 30)) - x.sum() * np.log(1 / 30)
+            for x in X.numpy()
+        ]
+    )
+    ref = sum(
+        multinomial.logpmf(x, n=x.sum(), p=p) for x, p in zip(X.numpy(), (theta @ beta).detach().numpy())
+    )
     np.testing.assert_allclose(a.item(), ref - coef.sum(), rtol=1e-10)
     np.testing.assert_allclose(a.item(), b.item(), rtol=1e-12)
     for x, y in zip(ga, gb):
@@ -140,7 +146,9 @@ def test_blocked_sparse_products_match_scipy(monkeypatch):
     v = rng.normal(size=X.nnz)  # new values on the same pattern (CSR order)
     A = sp.csr_matrix((v, X.indices, X.indptr), shape=X.shape)
     np.testing.assert_allclose(sc.mm(torch.tensor(v), torch.tensor(D)).numpy(), A @ D, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(sc.mm_t(torch.tensor(v), torch.tensor(E)).numpy(), A.T @ E, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        sc.mm_t(torch.tensor(v), torch.tensor(E)).numpy(), A.T @ E, rtol=1e-12, atol=1e-14
+    )
     assert len(sc.pattern._blocks) == 3 and all(len(b.blocks) > 1 for b in sc.pattern._blocks.values())
 
 
@@ -224,8 +232,9 @@ def test_gradcheck_logit_loglik():
     bias = torch.randn(2, 8, generator=g, dtype=torch.float64).requires_grad_()
     batch = torch.tensor([0, 1, 1, 0, 1, 0])
     X = torch.poisson(torch.full((6, 8), 2.0, dtype=torch.float64), generator=g)
-    assert torch.autograd.gradcheck(lambda t, b, c: logit_loglik(t, b, X, bias=c, batch=batch),
-                                    (theta, logits, bias), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(
+        lambda t, b, c: logit_loglik(t, b, X, bias=c, batch=batch), (theta, logits, bias), eps=1e-6, atol=1e-5
+    )
     with pytest.raises(ValueError, match="batch code"):
         logit_loglik(theta, logits, X, bias=bias)
 
@@ -273,10 +282,17 @@ def test_gradcheck_mixture_loglik():
     assert torch.autograd.gradcheck(lambda t, b: mixture_loglik(t, b, X), (theta, beta), eps=1e-6, atol=1e-5)
 
 
-@pytest.mark.parametrize(("n_batches", "rate", "mixing"), [
-    (1, 3.0, "probability"), (2, 3.0, "probability"), (1, 0.5, "probability"), (2, 0.1, "probability"),
-    (2, 3.0, "logit"), (2, 0.5, "logit"),
-])
+@pytest.mark.parametrize(
+    ("n_batches", "rate", "mixing"),
+    [
+        (1, 3.0, "probability"),
+        (2, 3.0, "probability"),
+        (1, 0.5, "probability"),
+        (2, 0.1, "probability"),
+        (2, 3.0, "logit"),
+        (2, 0.5, "logit"),
+    ],
+)
 def test_gradcheck_full_loss(n_batches, rate, mixing):
     """Gradient of nll + 0.7 kl w.r.t. encoder and decoder parameters, fixed reparameterisation noise
     (rate 0.5: most counts are zero, so the sparse encoder is the one checked; rate 0.1: under 15 % non-zero,
@@ -328,8 +344,18 @@ def _call_elbo(model, params, data, noise):
 def planted_fit():
     counts, theta, beta = planted_topics()
     model = etm.ETM(counts.shape[1], 4, emb_dim=32, hidden=64, seed=0)
-    hist = etm.train_etm(model, sp.csr_matrix(counts), epochs=250, lr=1e-2, kl_warmup=60, eval_every=100,
-                         eval_fn=lambda th: float(th.shape[1]), device="cpu", seed=0, progress=False)
+    hist = etm.train_etm(
+        model,
+        sp.csr_matrix(counts),
+        epochs=250,
+        lr=1e-2,
+        kl_warmup=60,
+        eval_every=100,
+        eval_fn=lambda th: float(th.shape[1]),
+        device="cpu",
+        seed=0,
+        progress=False,
+    )
     return counts, theta, beta, model, hist
 
 
@@ -376,11 +402,13 @@ def test_logit_mixing_recovers_planted_topics():
     block = n_genes // k
     logits = rng.normal(0.0, 0.3, size=(k, n_genes))
     for t in range(k):
-        logits[t, t * block:(t + 1) * block] += rng.gamma(4.0, 0.5, size=block)
+        logits[t, t * block : (t + 1) * block] += rng.gamma(4.0, 0.5, size=block)
     theta = rng.dirichlet(np.full(k, 0.2), size=n_cells)
     counts = rng.multinomial(rng.integers(800, 2500, size=n_cells), softmax(theta @ logits, axis=1))
     model = etm.ETM(n_genes, k, emb_dim=32, hidden=64, mixing="logit", seed=0)
-    hist = etm.train_etm(model, counts, epochs=250, lr=1e-2, kl_warmup=60, device="cpu", seed=0, progress=False)
+    hist = etm.train_etm(
+        model, counts, epochs=250, lr=1e-2, kl_warmup=60, device="cpu", seed=0, progress=False
+    )
     assert hist["neg_elbo"].iloc[-10:].mean() < hist["neg_elbo"].iloc[:10].mean()
     corr = matched_correlations(etm.topic_gene_weights(model).to_numpy(), softmax(logits, axis=1).T)
     assert corr.min() >= 0.9, corr
@@ -390,7 +418,9 @@ def test_logit_mixing_recovers_planted_topics():
 def test_minibatch_training_reduces_loss():
     counts, _, _ = planted_topics(n_cells=300, n_genes=60, n_topics=3, seed=1)
     model = etm.ETM(60, 3, emb_dim=16, hidden=32)
-    hist = etm.train_etm(model, counts, epochs=12, batch_size=100, lr=1e-2, device="cpu", seed=0, progress=False)
+    hist = etm.train_etm(
+        model, counts, epochs=12, batch_size=100, lr=1e-2, device="cpu", seed=0, progress=False
+    )
     assert hist["nll"].iloc[-3:].mean() < hist["nll"].iloc[:3].mean()
 
 
@@ -442,8 +472,9 @@ def test_top_genes_rejects_bad_input():
 def test_fit_etm_writes_anndata(tmp_path):
     adata = datasets.synthetic(n_cells=200, n_genes=60, n_types=3, seed=0)
     adata.obs["batch"] = np.where(np.arange(200) % 2 == 0, "a", "b")
-    model, hist = etm.fit_etm(adata, 3, batch_key="batch", emb_dim=8, hidden=16, epochs=20, device="cpu",
-                              progress=False)
+    model, hist = etm.fit_etm(
+        adata, 3, batch_key="batch", emb_dim=8, hidden=16, epochs=20, device="cpu", progress=False
+    )
     assert model.n_batches == 2 and model.batch_bias is not None
     theta = adata.obsm["X_etm"]
     assert theta.shape == (200, 3)
@@ -470,7 +501,7 @@ def test_fit_etm_leaves_anndata_untouched_on_bad_input():
 # bad input
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "X, match",
+    ("X", "match"),
     [
         (np.array([[1.0, -2.0], [3.0, 4.0]]), "negative"),
         (np.array([[1.0, np.nan], [3.0, 4.0]]), "NaN"),
@@ -533,8 +564,14 @@ def test_cuda_matches_cpu(rate, mixing):
         data = etm.prepare(X, device=dev, dtype=torch.float64)
         nll, kl = model.elbo_terms(data, noise=noise.to(dev))
         (nll + kl).backward()
-        out[dev] = (nll.item(), kl.item(), model.alpha.grad.cpu().numpy(), model.rho.grad.cpu().numpy(),
-                    model.encoder[0].weight.grad.cpu().numpy(), etm.get_theta(model, X))
+        out[dev] = (
+            nll.item(),
+            kl.item(),
+            model.alpha.grad.cpu().numpy(),
+            model.rho.grad.cpu().numpy(),
+            model.encoder[0].weight.grad.cpu().numpy(),
+            etm.get_theta(model, X),
+        )
     for a, b in zip(out["cpu"], out["cuda"]):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
@@ -584,8 +621,18 @@ def test_topic_clustermap_and_tsne_pair():
 def test_ari_over_seeds_finds_planted_cell_types():
     adata = datasets.synthetic(n_cells=240, n_genes=80, n_types=3, n_markers=12, fold_change=8.0, seed=1)
     labels = adata.obs["cell_type"].to_numpy()
-    table = etm.ari_over_seeds(adata, labels, n_topics=3, seeds=(0, 1), epochs=40, lr=1e-2, kl_warmup=10,
-                               emb_dim=16, hidden=32, device="cpu")
+    table = etm.ari_over_seeds(
+        adata,
+        labels,
+        n_topics=3,
+        seeds=(0, 1),
+        epochs=40,
+        lr=1e-2,
+        kl_warmup=10,
+        emb_dim=16,
+        hidden=32,
+        device="cpu",
+    )
     assert table["seed"].tolist() == [0, 1]
     assert list(table.columns) == ["seed", "ari_theta", "ari_delta", "neg_elbo", "time_s"]
     assert (table["ari_theta"] > 0.5).all(), table
@@ -648,6 +695,9 @@ def test_restarts_escape_a_poor_local_optimum():
     restarts = best.uns["etm"]["restart_neg_elbo"]
     assert len(restarts) == 5 and np.isclose(etm.final_neg_elbo(m5, data), restarts.min())
     assert restarts[0] == pytest.approx(etm.final_neg_elbo(m1, data), rel=1e-6)  # restart 0 is the plain seed
-    assert etm.restart_seeds(3, 3)[0] == 3 and len(set(etm.restart_seeds(3, 3)) & set(etm.restart_seeds(4, 3))) == 0
+    assert (
+        etm.restart_seeds(3, 3)[0] == 3
+        and len(set(etm.restart_seeds(3, 3)) & set(etm.restart_seeds(4, 3))) == 0
+    )
     with pytest.raises(ValueError, match="n_init"):
         etm.fit_etm(ad.AnnData(sp.csr_matrix(counts.astype(np.float32))), 4, n_init=0, **opts)

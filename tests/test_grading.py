@@ -31,13 +31,16 @@ from sccourse import _mutations
 from sccourse._course import ROOT, assignment_names, generate, tool_env
 from sccourse.grading._sandbox import missing_tools
 
-NAMES = [n for n in assignment_names()
-         if n in os.environ.get("SCCOURSE_TEST_NOTEBOOKS", n).split(",")]  # a developer's subset
+NAMES = [
+    n for n in assignment_names() if n in os.environ.get("SCCOURSE_TEST_NOTEBOOKS", n).split(",")
+]  # a developer's subset
 HANG_MARK = "# sccourse-hang-test"
 HANG_TIMEOUT = 20
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"the grading sandbox needs {missing_tools()} "
-                                "(apt-get install bubblewrap); .ci/run installs it")
+pytestmark = pytest.mark.skipif(
+    bool(missing_tools()),
+    reason=f"the grading sandbox needs {missing_tools()} (apt-get install bubblewrap); .ci/run installs it",
+)
 
 
 def _cells(path: Path):
@@ -49,8 +52,11 @@ def _blocks(text: str, begin: str, end: str) -> list[str]:
 
 
 def _grade_ids(nb) -> list[str]:
-    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+    return [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,9 @@ def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     shutil.copy(ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
     with open(root / "nbgrader_config.py", "a") as fh:
-        fh.write(f"\nc.Execute.timeout_func = lambda cell: {HANG_TIMEOUT} if {HANG_MARK!r} in cell.source else 600\n")
+        fh.write(
+            f"\nc.Execute.timeout_func = lambda cell: {HANG_TIMEOUT} if {HANG_MARK!r} in cell.source else 600\n"
+        )
     for name in NAMES:
         shutil.copytree(ROOT / "solutions" / name, root / "solutions" / name)
     generate(root, NAMES, db=root / "gradebook.db")
@@ -75,7 +83,8 @@ def test_release_is_regenerated_from_source(course, name):
     assert len(fresh) == len(committed), f"assignments/{name} is stale: run `python3 tasks.py release {name}`"
     for i, (a, b) in enumerate(zip(fresh, committed)):
         assert a.cell_type == b.cell_type and a.source == b.source, (
-            f"cell {i} of assignments/{name} differs from the generated release: run `python3 tasks.py release {name}`")
+            f"cell {i} of assignments/{name} differs from the generated release: run `python3 tasks.py release {name}`"
+        )
         assert a.metadata == b.metadata, f"cell {i} metadata of assignments/{name} is stale"
     files = sorted(p.name for p in (ROOT / "assignments" / name).iterdir() if p.name != ".ipynb_checkpoints")
     expected = sorted(p.name for p in (course / "assignments" / name).iterdir())
@@ -100,8 +109,12 @@ def test_release_holds_no_solution_or_hidden_test(name):
         if meta.get("grade") and cell.cell_type == "code":
             n_graded += 1
             secret += _blocks(cell.source, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
-        public = re.sub(r"### BEGIN (SOLUTION|HIDDEN TESTS)\n.*?### END (SOLUTION|HIDDEN TESTS)", "", cell.source,
-                        flags=re.S)
+        public = re.sub(
+            r"### BEGIN (SOLUTION|HIDDEN TESTS)\n.*?### END (SOLUTION|HIDDEN TESTS)",
+            "",
+            cell.source,
+            flags=re.S,
+        )
         for block in secret:
             for line in block.splitlines():
                 line = line.strip()
@@ -154,27 +167,52 @@ def _autograde(course: Path, name: str, student: str, nb, *, mode: str = "quick"
 
     root = course.parent / f"{course.name}-{student}-{name}-{mode}"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(course, root, ignore=shutil.ignore_patterns("submitted", "autograded", "feedback", "reports"))
+    shutil.copytree(
+        course, root, ignore=shutil.ignore_patterns("submitted", "autograded", "feedback", "reports")
+    )
     dest = root / "submitted" / student / name
     dest.mkdir(parents=True)
     nbformat.write(nb, str(dest / f"{name}.ipynb"))
     db = f"sqlite:///{root / 'gradebook.db'}"
-    cmd = [sys.executable, "-m", "nbgrader", "autograde", name, "--student", student, "--create", "--force",
-           f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={db}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nbgrader",
+        "autograde",
+        name,
+        "--student",
+        student,
+        "--create",
+        "--force",
+        f"--CourseDirectory.root={root}",
+        f"--CourseDirectory.db_url={db}",
+    ]
     # one compute thread per kernel: two kernels share the machine's cores instead of oversubscribing them
-    env = {**tool_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "SCCOURSE_GRADING_MODE": mode}
+    env = {
+        **tool_env(),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "SCCOURSE_GRADING_MODE": mode,
+    }
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=1800)
-    assert proc.returncode == 0, (f"nbgrader autograde {name} ({student}) failed:\n{proc.stdout[-3000:]}\n"
-                                  f"{proc.stderr[-3000:]}")
+    assert proc.returncode == 0, (
+        f"nbgrader autograde {name} ({student}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     with Gradebook(db, course_id="sccourse") as gb:
         sub = gb.find_submission_notebook(name, name, student)
         scores = {g.name: (g.score, g.max_score) for g in sub.grades if g.auto_score is not None}
         comments = {c.name: c.auto_comment for c in sub.comments if c.auto_comment}
         needs_review = any(g.needs_manual_grade for g in sub.grades if g.auto_score is not None)
     report = json.loads((root / "reports" / name / f"{student}.json").read_text())
-    return {"scores": scores, "root": root, "report": report, "comments": comments, "needs_review": needs_review,
-            "log": proc.stdout + proc.stderr}
+    return {
+        "scores": scores,
+        "root": root,
+        "report": report,
+        "comments": comments,
+        "needs_review": needs_review,
+        "log": proc.stdout + proc.stderr,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -184,11 +222,20 @@ def autograded(course):
     for name in NAMES:
         short, replaced = _shortcuts(course, name)
         mixed, missing, hung = _first_missing_last_hangs(course, name)
-        for student, nb in (("reference", _source(course, name)), ("blank", _release(course, name)),
-                            ("shortcuts", short), ("mixed", mixed)):
+        for student, nb in (
+            ("reference", _source(course, name)),
+            ("blank", _release(course, name)),
+            ("shortcuts", short),
+            ("mixed", mixed),
+        ):
             jobs[name, student] = nb
-        meta[name] = dict(test_ids=_grade_ids(_source(course, name)), replaced=replaced, missing=missing, hung=hung,
-                          source=_source(course, name))
+        meta[name] = dict(
+            test_ids=_grade_ids(_source(course, name)),
+            replaced=replaced,
+            missing=missing,
+            hung=hung,
+            source=_source(course, name),
+        )
     workers = int(os.environ.get("SCCOURSE_GRADING_WORKERS", "2"))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {key: pool.submit(_autograde, course, *key, nb) for key, nb in jobs.items()}
@@ -198,7 +245,9 @@ def autograded(course):
 
 def _test_of(source, answer_id):
     pairs = dict(_mutations.answer_and_test_cells(source))
-    index = next(i for i, c in enumerate(source.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == answer_id)
+    index = next(
+        i for i, c in enumerate(source.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == answer_id
+    )
     return source.cells[pairs[index]].metadata["nbgrader"]["grade_id"]
 
 
@@ -209,11 +258,18 @@ def test_reference_solution_scores_full_marks_in_the_instructors_mode(autograded
     assert set(meta["test_ids"]) <= set(ref), f"{name}: not every test cell was graded"
     lost = {k: v for k, v in ref.items() if v[0] != v[1]}
     assert not lost, f"{name}: the reference solution loses points on {lost}"
-    out = nbformat.read(str(results["reference"]["root"] / "autograded" / "reference" / name / f"{name}.ipynb"),
-                        as_version=4)
-    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "grading mode: quick" in text, "the source says quick = False; grading must run in the instructor's mode"
-    assert not results["reference"]["report"]["flags"], f"{name}: the reference is flagged: {results['reference']['report']['flags']}"
+    out = nbformat.read(
+        str(results["reference"]["root"] / "autograded" / "reference" / name / f"{name}.ipynb"), as_version=4
+    )
+    text = "".join(
+        o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "grading mode: quick" in text, (
+        "the source says quick = False; grading must run in the instructor's mode"
+    )
+    assert not results["reference"]["report"]["flags"], (
+        f"{name}: the reference is flagged: {results['reference']['report']['flags']}"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -232,7 +288,9 @@ def test_library_shortcuts_score_zero(autograded, name):
     assert meta["replaced"], f"{name}: no shortcut answers in tests/mutations/{name}.yaml"
     for answer_id in meta["replaced"]:
         test_id = _test_of(meta["source"], answer_id)
-        assert scores[test_id][0] == 0, f"{name}: the library shortcut for {answer_id} earns {scores[test_id]}"
+        assert scores[test_id][0] == 0, (
+            f"{name}: the library shortcut for {answer_id} earns {scores[test_id]}"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -245,12 +303,14 @@ def test_one_missing_and_one_hanging_answer_cost_only_their_own_points(autograde
         if gid in lost:
             assert scores[gid][0] == 0, f"{name}: {gid} should score 0, got {scores[gid]}"
         else:
-            assert scores[gid][0] == scores[gid][1], f"{name}: {gid} should keep full marks, got {scores[gid]}"
+            assert scores[gid][0] == scores[gid][1], (
+                f"{name}: {gid} should keep full marks, got {scores[gid]}"
+            )
     assert any(f["rule"] == "timeout" for f in results["mixed"]["report"]["flags"])
 
 
 # ---- tampering, a dying kernel, the grading mode and feedback (00_orientation) -------------------------------
-TAMPER = '''
+TAMPER = """
 import os, sqlite3, numpy.testing, scanpy as sc
 print("marker: tamper cell ran")
 for _p in {paths!r}:
@@ -275,7 +335,7 @@ def qc_table(X, var_names):
     n = X.shape[0]
     return pd.DataFrame({{"total_counts": np.asarray(X.sum(axis=1)).ravel() * 1.0,
                          "n_genes_by_counts": np.zeros(n, dtype=int), "pct_counts_mt": np.zeros(n)}})
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +345,12 @@ def integrity(course):
     if name not in NAMES:
         pytest.skip("00_orientation is not among SCCOURSE_TEST_NOTEBOOKS")
     source = _source(course, name)
-    paths = [str(course / "solutions" / name / f"{name}.ipynb"), str(ROOT / "solutions" / name / f"{name}.ipynb"),
-             str(course / "gradebook.db"), "/etc/shadow"]
+    paths = [
+        str(course / "solutions" / name / f"{name}.ipynb"),
+        str(ROOT / "solutions" / name / f"{name}.ipynb"),
+        str(course / "gradebook.db"),
+        "/etc/shadow",
+    ]
     tamper = _source(course, name)
     first = _answers(tamper)[0]
     first.source = TAMPER.format(paths=paths, db=str(course / "gradebook.db"))
@@ -298,17 +362,31 @@ def integrity(course):
             cell.source = cell.source.replace("quick = False", "quick = True")
     setup_index = next(i for i, c in enumerate(switch.cells) if "grading.mode(quick)" in c.source)
     switch.cells.insert(setup_index + 1, nbformat.v4.new_code_cell("quick = True"))
-    jobs = {"tamper": (tamper, "quick"), "dying": (dying, "quick"), "switch": (switch, "full"),
-            "reference": (source, "quick")}
+    jobs = {
+        "tamper": (tamper, "quick"),
+        "dying": (dying, "quick"),
+        "switch": (switch, "full"),
+        "reference": (source, "quick"),
+    }
     with ThreadPoolExecutor(max_workers=int(os.environ.get("SCCOURSE_GRADING_WORKERS", "2"))) as pool:
-        futures = {k: pool.submit(_autograde, course, name, k, nb, mode=mode) for k, (nb, mode) in jobs.items()}
-        return {k: f.result() for k, f in futures.items()} | {"name": name, "source": source, "course": course}
+        futures = {
+            k: pool.submit(_autograde, course, name, k, nb, mode=mode) for k, (nb, mode) in jobs.items()
+        }
+        return {k: f.result() for k, f in futures.items()} | {
+            "name": name,
+            "source": source,
+            "course": course,
+        }
 
 
 def _outputs_text(result, name, student):
     nb = nbformat.read(str(result["root"] / "autograded" / student / name / f"{name}.ipynb"), as_version=4)
-    return "".join(o.get("text", "") + str(o.get("evalue", "")) for c in nb.cells if c.cell_type == "code"
-                   for o in c.get("outputs", []))
+    return "".join(
+        o.get("text", "") + str(o.get("evalue", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
 
 
 def test_tampering_gains_nothing_reads_nothing_and_is_flagged(integrity):
@@ -329,7 +407,7 @@ def test_tampering_gains_nothing_reads_nothing_and_is_flagged(integrity):
 
 
 def test_dying_kernel_keeps_earlier_points_and_is_flagged(integrity):
-    name, res = integrity["name"], integrity["dying"]
+    _name, res = integrity["name"], integrity["dying"]
     ids = _grade_ids(integrity["source"])
     scores = res["scores"]
     assert scores[ids[0]][0] == scores[ids[0]][1] and scores[ids[1]][0] == scores[ids[1]][1]
@@ -350,9 +428,22 @@ def test_feedback_shows_no_hidden_test_source(integrity):
     name, course = integrity["name"], integrity["tamper"]["root"]
     env = {**tool_env(), "SCCOURSE_GRADING_MODE": "quick"}
     db = f"sqlite:///{course / 'gradebook.db'}"
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", name, "--force",
-                           f"--CourseDirectory.root={course}", f"--CourseDirectory.db_url={db}"],
-                          cwd=course, capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "generate_feedback",
+            name,
+            "--force",
+            f"--CourseDirectory.root={course}",
+            f"--CourseDirectory.db_url={db}",
+        ],
+        cwd=course,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = (course / "feedback" / "tamper" / name / f"{name}.html").read_text()
     import html as html_lib
@@ -362,7 +453,9 @@ def test_feedback_shows_no_hidden_test_source(integrity):
     for cell in integrity["source"].cells:
         visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]
         for block in _blocks(cell.source, "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"):
-            secret |= {ln.strip() for ln in block.splitlines() if len(ln.strip()) >= 20 and ln.strip() not in visible}
+            secret |= {
+                ln.strip() for ln in block.splitlines() if len(ln.strip()) >= 20 and ln.strip() not in visible
+            }
     leaked = [ln for ln in secret if ln in page]
     assert not leaked, f"feedback shows hidden-test lines: {leaked[:3]}"
     assert "qc_table" in page  # the student's own code is there

@@ -33,11 +33,15 @@ def _block(marker: str) -> list[str]:
     readme = (ROOT / "README.md").read_text()
     m = re.search(rf"<!-- {marker} -->\s*```bash\n(.*?)```", readme, flags=re.S)
     assert m, f"README lacks the {marker} block"
-    return [ln.split("  #")[0].strip() for ln in m.group(1).splitlines() if ln.strip() and not ln.startswith("#")]
+    return [
+        ln.split("  #")[0].strip() for ln in m.group(1).splitlines() if ln.strip() and not ln.startswith("#")
+    ]
 
 
 def _copy_course(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in files:
         if rel.startswith(("solutions/", "assignments/", "lib/", "data/")) or "/" not in rel:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -56,10 +60,37 @@ def _env(course: Path) -> dict:
 
 def _run(cmd: str, *, cwd: Path, env: dict, user: tuple[str, int] | None = None, passwd: Path | None = None):
     argv = shlex.split(cmd)
-    if user is not None:  # run as another user (own uid, own name in /etc/passwd), like a student on a shared hub
-        argv = ["bwrap", "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-user",
-                "--uid", str(user[1]), "--gid", str(user[1]), "--ro-bind", str(passwd), "/etc/passwd",
-                "--setenv", "HOME", str(cwd), "--setenv", "USER", user[0], "--chdir", str(cwd), "--", *argv]
+    if (
+        user is not None
+    ):  # run as another user (own uid, own name in /etc/passwd), like a student on a shared hub
+        argv = [
+            "bwrap",
+            "--bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-user",
+            "--uid",
+            str(user[1]),
+            "--gid",
+            str(user[1]),
+            "--ro-bind",
+            str(passwd),
+            "/etc/passwd",
+            "--setenv",
+            "HOME",
+            str(cwd),
+            "--setenv",
+            "USER",
+            user[0],
+            "--chdir",
+            str(cwd),
+            "--",
+            *argv,
+        ]
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, f"`{cmd}` failed ({user}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -75,15 +106,18 @@ def test_readme_cycle_release_submit_collect_grade_feedback_export(tmp_path):
     students_cmds = _block("student-cycle")
     exchange = course / "exchange"
     passwd = tmp_path / "passwd"
-    passwd.write_text(Path("/etc/passwd").read_text() + "alice:x:2001:2001::/home/alice:/bin/sh\n"
-                      "bob:x:2002:2002::/home/bob:/bin/sh\n")
+    passwd.write_text(
+        Path("/etc/passwd").read_text() + "alice:x:2001:2001::/home/alice:/bin/sh\n"
+        "bob:x:2002:2002::/home/bob:/bin/sh\n"
+    )
     homes = {}
     for user, uid in (("alice", 2001), ("bob", 2002)):
         home = tmp_path / user
         home.mkdir()
         # a student's own configuration: the course's exchange (on a hub: a shared folder)
         (home / "nbgrader_config.py").write_text(
-            f"c = get_config()\nc.Exchange.root = {str(exchange)!r}\nc.CourseDirectory.course_id = 'sccourse'\n")
+            f"c = get_config()\nc.Exchange.root = {str(exchange)!r}\nc.CourseDirectory.course_id = 'sccourse'\n"
+        )
         homes[user] = (home, uid)
 
     def instructor_until(keyword):
@@ -103,8 +137,11 @@ def test_readme_cycle_release_submit_collect_grade_feedback_export(tmp_path):
         student(user, "fetch_assignment")
         path = homes[user][0] / NAME / f"{NAME}.ipynb"
         nb = nbformat.read(str(path), as_version=4)
-        answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-                   if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"}
+        answers = {
+            c.metadata["nbgrader"]["grade_id"]: c.source
+            for c in source.cells
+            if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"
+        }
         first = True
         for cell in nb.cells:
             gid = cell.metadata.get("nbgrader", {}).get("grade_id")
@@ -127,7 +164,10 @@ def test_readme_cycle_release_submit_collect_grade_feedback_export(tmp_path):
         student(user, "fetch_feedback")
         html = next((homes[user][0] / NAME / "feedback").rglob(f"{NAME}.html")).read_text()
         assert "BEGIN HIDDEN TESTS" not in html and "_ref_ad" not in html
-    assert "Not equal to tolerance" in next((homes["bob"][0] / NAME / "feedback").rglob(f"{NAME}.html")).read_text()
+    assert (
+        "Not equal to tolerance"
+        in next((homes["bob"][0] / NAME / "feedback").rglob(f"{NAME}.html")).read_text()
+    )
     instructor_until("sccourse export")
     rows = list(csv.reader((course / "exports" / "grades-canvas.csv").open()))
     assert rows[0][:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"] and NAME in rows[0]

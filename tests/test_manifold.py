@@ -26,7 +26,7 @@ def random_knn_affinity(n=120, k=6, seed=0, return_points=False):
     D = ((pts[:, None] - pts[None]) ** 2).sum(-1)
     rows, cols, vals = [], [], []
     for i in range(n):
-        nb = np.argsort(D[i])[1:k + 1]
+        nb = np.argsort(D[i])[1 : k + 1]
         rows += [i] * k
         cols += list(nb)
         vals += list(np.exp(-D[i, nb]))
@@ -109,7 +109,7 @@ def test_operators_accept_dense_input(W):
 
 
 @pytest.mark.parametrize(
-    "bad, match",
+    ("bad", "match"),
     [
         (np.ones((3, 4)), "square"),
         (np.array([[0.0, -1.0], [-1.0, 0.0]]), "non-negative"),
@@ -186,7 +186,9 @@ def test_heat_powers_stack_matches_matrix_powers(W):
     H = m.ManifoldHeat(S).powers(X, 4)
     assert H.shape == (5, W.shape[0], 4)
     for k in range(5):
-        np.testing.assert_allclose(H[k].numpy(), np.linalg.matrix_power(S.toarray(), k) @ X.numpy(), atol=1e-12)
+        np.testing.assert_allclose(
+            H[k].numpy(), np.linalg.matrix_power(S.toarray(), k) @ X.numpy(), atol=1e-12
+        )
 
 
 def test_gaussian_noise_seeded_and_right_scale():
@@ -292,8 +294,9 @@ def _low_rank(n=300, d=40, r=3, seed=0):
 def test_train_denoiser_beats_noisy_input_against_ground_truth():
     X = _low_rank()
     noise = m.GaussianNoise(0.8)
-    model, hist = m.train_denoiser(X, noise, epochs=25, batch_size=64, lr=3e-3, device="cpu", seed=0,
-                                   progress=False)
+    model, hist = m.train_denoiser(
+        X, noise, epochs=25, batch_size=64, lr=3e-3, device="cpu", seed=0, progress=False
+    )
     assert list(hist.columns) == ["epoch", "train_loss", "val_loss"] and len(hist) == 25
     assert hist["val_loss"].iloc[-1] < 0.5 * hist["val_loss"].iloc[0]
     # architecture d -> 512 -> d with GELU
@@ -332,8 +335,9 @@ def test_conditional_denoiser_and_iterative_sampling():
     S = m.symmetrized_operator(W)
     X = np.tanh(pts @ rng.normal(size=(3, 12))).astype(np.float32)
     heat = m.ManifoldHeat(S)
-    model, hist = m.train_conditional_denoiser(X, heat, max_steps=4, hidden=64, epochs=60, lr=3e-3,
-                                               device="cpu", seed=0, progress=False)
+    model, hist = m.train_conditional_denoiser(
+        X, heat, max_steps=4, hidden=64, epochs=60, lr=3e-3, device="cpu", seed=0, progress=False
+    )
     assert len(hist) == 60 and hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
     blurred = heat.sample(torch.from_numpy(X), steps=4).numpy()
     one = m.denoise(model, blurred, level=4)
@@ -399,8 +403,11 @@ def test_select_t_cells_on_synthetic_markers():
     X[groups == "c", 0] = rng.uniform(1.0, 2.0, 30)
     X[groups == "c", 1] = rng.uniform(1.0, 2.0, 30)
     X[groups == "a", 2] = 3.0
-    a = ad.AnnData(X, obs=pd.DataFrame({"leiden": pd.Categorical(groups)}, index=[str(i) for i in range(n)]),
-                   var=pd.DataFrame(index=["CD3D", "CD3E", "LYZ"]))
+    a = ad.AnnData(
+        X,
+        obs=pd.DataFrame({"leiden": pd.Categorical(groups)}, index=[str(i) for i in range(n)]),
+        var=pd.DataFrame(index=["CD3D", "CD3E", "LYZ"]),
+    )
     assert m.t_cell_clusters(a) == ["b", "c"]
     np.testing.assert_array_equal(m.select_t_cells(a), groups != "a")
     with pytest.raises(ValueError, match="not in adata.var_names"):
@@ -411,24 +418,33 @@ def test_select_clusters_by_markers_rule_and_boundaries():
     import anndata as ad
 
     # group "x" scores 2.0 (cells 0, 2, 3, 3), "y" exactly half of it, "z" 0.6, "w" has MS4A1 only
-    cells = {"x": [[0, 0, 0], [2, 2, 0], [3, 3, 0], [3, 3, 0]], "y": [[1.5, 0.5, 0]] * 3,
-             "z": [[0, 1.2, 0]] * 2, "w": [[0, 0, 2], [0, 0, 3]]}
+    cells = {
+        "x": [[0, 0, 0], [2, 2, 0], [3, 3, 0], [3, 3, 0]],
+        "y": [[1.5, 0.5, 0]] * 3,
+        "z": [[0, 1.2, 0]] * 2,
+        "w": [[0, 0, 2], [0, 0, 3]],
+    }
     rows = [(g, v) for g, vs in cells.items() for v in vs]
     groups = np.array([g for g, _ in rows])
-    a = ad.AnnData(sp.csr_matrix(np.array([v for _, v in rows], dtype=float)),
-                   obs=pd.DataFrame({"cl": pd.Categorical(groups)}, index=[str(i) for i in range(len(rows))]),
-                   var=pd.DataFrame(index=["CD3D", "CD3E", "MS4A1"]))
+    a = ad.AnnData(
+        sp.csr_matrix(np.array([v for _, v in rows], dtype=float)),
+        obs=pd.DataFrame({"cl": pd.Categorical(groups)}, index=[str(i) for i in range(len(rows))]),
+        var=pd.DataFrame(index=["CD3D", "CD3E", "MS4A1"]),
+    )
     # the group exactly at ratio x the best score is kept (>=), the mean of the markers is the score
     np.testing.assert_array_equal(m.select_clusters_by_markers(a, groupby="cl"), np.isin(groups, ["x", "y"]))
     np.testing.assert_array_equal(m.select_clusters_by_markers(a, groupby="cl", min_ratio=0.9), groups == "x")
     np.testing.assert_array_equal(m.select_clusters_by_markers(a, ["MS4A1"], groupby="cl"), groups == "w")
     # min_fraction: only 3 of the 4 cells of x express CD3
-    np.testing.assert_array_equal(m.select_clusters_by_markers(a, groupby="cl", min_fraction=0.8), groups == "y")
+    np.testing.assert_array_equal(
+        m.select_clusters_by_markers(a, groupby="cl", min_fraction=0.8), groups == "y"
+    )
     # the names of the groups do not matter
     b = a.copy()
     b.obs["cl"] = b.obs["cl"].cat.rename_categories({"x": "9", "y": "0", "z": "3", "w": "1"})
-    np.testing.assert_array_equal(m.select_clusters_by_markers(b, groupby="cl"),
-                                  m.select_clusters_by_markers(a, groupby="cl"))
+    np.testing.assert_array_equal(
+        m.select_clusters_by_markers(b, groupby="cl"), m.select_clusters_by_markers(a, groupby="cl")
+    )
 
 
 def test_split_cells_is_the_documented_permutation():
@@ -468,7 +484,7 @@ def _reference_loop(X, noise, *, hidden, epochs, batch_size, lr, weight_decay, v
         order = train_idx if flaw == "no shuffle" else train_idx[torch.randperm(len(train_idx))]
         total = 0.0
         for start in range(0, len(order), batch_size):
-            b = order[start:start + batch_size]
+            b = order[start : start + batch_size]
             if flaw != "no zero_grad":
                 opt.zero_grad()
             loss = loss_fn(model(X_noisy[b]), X[b])
@@ -484,8 +500,15 @@ def _reference_loop(X, noise, *, hidden, epochs, batch_size, lr, weight_decay, v
     return model, pd.DataFrame(rows)
 
 
-_SPY_KW = {"hidden": 16, "epochs": 4, "batch_size": 32, "lr": 5e-3, "weight_decay": 1e-3, "val_fraction": 0.25,
-           "seed": 2}
+_SPY_KW = {
+    "hidden": 16,
+    "epochs": 4,
+    "batch_size": 32,
+    "lr": 5e-3,
+    "weight_decay": 1e-3,
+    "val_fraction": 0.25,
+    "seed": 2,
+}
 
 
 def _spied(loop, **extra):
@@ -504,18 +527,21 @@ def test_training_spy_passes_the_reference_loop_and_the_library():
     assert _spied(lambda X, noise, **kw: m.train_denoiser(X, noise, device="cpu", progress=False, **kw)) == []
 
 
-@pytest.mark.parametrize("flaw, message", [
-    ("noise once", "noise.sample was called 1 times"),
-    ("no zero_grad", "zero_grad"),
-    ("val in train", "validation cells were used for training"),
-    ("no train", "model.train()"),
-    ("no no_grad", "torch.no_grad()"),
-    ("unweighted", "weighted by batch size"),
-    ("lr ignored", "learning rate"),
-    ("adam", "AdamW"),
-    ("no shuffle", "shuffle"),
-    ("clean validation", "not this epoch's corrupted cells"),
-])
+@pytest.mark.parametrize(
+    ("flaw", "message"),
+    [
+        ("noise once", "noise.sample was called 1 times"),
+        ("no zero_grad", "zero_grad"),
+        ("val in train", "validation cells were used for training"),
+        ("no train", "model.train()"),
+        ("no no_grad", "torch.no_grad()"),
+        ("unweighted", "weighted by batch size"),
+        ("lr ignored", "learning rate"),
+        ("adam", "AdamW"),
+        ("no shuffle", "shuffle"),
+        ("clean validation", "not this epoch's corrupted cells"),
+    ],
+)
 def test_training_spy_names_each_broken_loop(flaw, message):
     found = _spied(_reference_loop, flaw=flaw)
     assert found and any(message in f for f in found), found
@@ -565,16 +591,22 @@ def test_plots_return_figures(W):
 
     rng = np.random.default_rng(0)
     n = W.shape[0]
-    a = ad.AnnData(rng.random((n, 3)), var=pd.DataFrame(index=["CD3D", "CD3E", "LYZ"]),
-                   obs=pd.DataFrame({"leiden": pd.Categorical(rng.integers(0, 3, n).astype(str))},
-                                    index=[str(i) for i in range(n)]))
+    a = ad.AnnData(
+        rng.random((n, 3)),
+        var=pd.DataFrame(index=["CD3D", "CD3E", "LYZ"]),
+        obs=pd.DataFrame(
+            {"leiden": pd.Categorical(rng.integers(0, 3, n).astype(str))}, index=[str(i) for i in range(n)]
+        ),
+    )
     a.obsm["X_umap"] = rng.normal(size=(n, 2))
     a.obsm["X_diffmap"] = rng.normal(size=(n, 4))
     figs = [
         plotting.embedding_panels(a, ["leiden", "CD3D"]),
         plotting.embedding_panels(a, "leiden", basis="diffmap", components=(1, 2)),
         plotting.marker_matrixplot(m.marker_table(a, ["CD3D", "LYZ"]), highlight=["1"]),
-        plotting.loss_histories({"g": pd.DataFrame({"epoch": [1, 2], "train_loss": [2, 1], "val_loss": [2, 1.5]})}),
+        plotting.loss_histories(
+            {"g": pd.DataFrame({"epoch": [1, 2], "train_loss": [2, 1], "val_loss": [2, 1.5]})}
+        ),
         plotting.energy_bars({"real": 3.0, "denoised": 1.0}),
         plotting.denoised_marker_grid(a, {"raw": a.X, "x2": 2 * a.X}, ["CD3D", "LYZ"]),
     ]
@@ -597,8 +629,12 @@ def test_loss_histories_integer_epoch_ticks_and_named_curves():
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["heat (training cells)", "heat (validation cells)", "Gaussian (training cells)",
-                      "Gaussian (validation cells)"]
+    assert labels == [
+        "heat (training cells)",
+        "heat (validation cells)",
+        "Gaussian (training cells)",
+        "Gaussian (validation cells)",
+    ]
     plt.close("all")
 
 
@@ -634,12 +670,16 @@ def test_denoised_marker_grid_colour_scale_from_zero_and_labelled_colourbars():
 
     rng = np.random.default_rng(0)
     n = 80
-    a = ad.AnnData(rng.random((n, 2)), var=pd.DataFrame(index=["CD3D", "CCR7"]),
-                   obs=pd.DataFrame(index=[str(i) for i in range(n)]))
+    a = ad.AnnData(
+        rng.random((n, 2)),
+        var=pd.DataFrame(index=["CD3D", "CCR7"]),
+        obs=pd.DataFrame(index=[str(i) for i in range(n)]),
+    )
     a.obsm["X_umap"] = rng.normal(size=(n, 2))
     denoised = a.X - 0.3  # a denoiser can return negative values
-    fig = plotting.denoised_marker_grid(a, {"raw": a.X, "denoised": denoised}, ["CD3D", "CCR7"],
-                                        cbar_label="log1p expression")
+    fig = plotting.denoised_marker_grid(
+        a, {"raw": a.X, "denoised": denoised}, ["CD3D", "CCR7"], cbar_label="log1p expression"
+    )
     from matplotlib.collections import PathCollection
 
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
@@ -688,8 +728,14 @@ def test_training_leaves_the_global_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    M.train_denoiser(X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False)
+    M.train_denoiser(
+        X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False
+    )
     assert torch.equal(torch.rand(3), expected), "a library call must not reseed the global generator"
-    h1 = M.train_denoiser(X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False)[1]
-    h2 = M.train_denoiser(X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False)[1]
+    h1 = M.train_denoiser(
+        X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False
+    )[1]
+    h2 = M.train_denoiser(
+        X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False
+    )[1]
     pd.testing.assert_frame_equal(h1, h2)

@@ -102,7 +102,8 @@ def test_knn_preservation_at_size_scores_equal_size_subsets():
     mask = np.zeros(120, dtype=bool)
     mask[idx] = True
     assert metrics.knn_preservation_at_size(X, Y, 100, k=5, index=mask)[0] == metrics.knn_preservation(
-        X[idx], Y[idx], k=5)
+        X[idx], Y[idx], k=5
+    )
     # the size effect it exists for: a random map keeps about k / (size - 1) of the neighbours
     R = rng.normal(size=(120, 2))
     small = metrics.knn_preservation_at_size(X, R, 20, k=5, n_draws=30, seed=0)[0]

@@ -48,8 +48,16 @@ def test_matches_sklearn_mu_float64(counts, loss, sparse):
     W0, H0 = N.initialize(Xc, 5, orientation="cells_x_genes", seed=1)
     Wc, Hg = _sklearn_fit(Xc, W0, H0, loss, 40)
     X_in = sp.csr_matrix(Xc) if sparse else Xc
-    res = N.nmf(X_in, 5, loss=loss, orientation="cells_x_genes", init=(W0, H0), max_iter=40,
-                dtype=torch.float64, device="cpu")
+    res = N.nmf(
+        X_in,
+        5,
+        loss=loss,
+        orientation="cells_x_genes",
+        init=(W0, H0),
+        max_iter=40,
+        dtype=torch.float64,
+        device="cpu",
+    )
     ref = _sk_objective(Xc, Wc, Hg, loss)
     assert res.history["objective"].iloc[-1] == pytest.approx(ref, rel=1e-9)
     assert _sk_objective(Xc, res.H.T, res.W.T, loss) == pytest.approx(ref, rel=1e-9)
@@ -141,8 +149,16 @@ def test_nndsvda_init_matches_sklearn(counts):
     Xc, _ = counts
     m = NMF(4, solver="mu", init="nndsvda", max_iter=25, tol=0, random_state=3)
     Wc = m.fit_transform(Xc)
-    res = N.nmf(Xc, 4, orientation="cells_x_genes", init="nndsvda", seed=3, max_iter=25, dtype=torch.float64,
-                device="cpu")
+    res = N.nmf(
+        Xc,
+        4,
+        orientation="cells_x_genes",
+        init="nndsvda",
+        seed=3,
+        max_iter=25,
+        dtype=torch.float64,
+        device="cpu",
+    )
     np.testing.assert_allclose(res.H.T, Wc, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(res.W.T, m.components_, rtol=1e-6, atol=1e-9)
 
@@ -196,7 +212,7 @@ def test_ari_in_history(counts):
 
 
 @pytest.mark.parametrize(
-    "kwargs, X, match",
+    ("kwargs", "X", "match"),
     [
         ({}, -np.ones((4, 5)), "negative"),
         ({}, np.full((4, 5), np.nan), "NaN"),
@@ -379,8 +395,9 @@ def test_factor_plots(tmp_path):
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["e", "b", "a", "f"]
     fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=2, order=[1, 0])
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["a", "f", "e", "b"]
-    np.testing.assert_allclose(fig.axes[0].images[0].get_array(),
-                               [[1, 0], [0.2, 0], [0, 1], [0, 2 / 3]])  # columns: factor 1, factor 0; each scaled to max 1
+    np.testing.assert_allclose(
+        fig.axes[0].images[0].get_array(), [[1, 0], [0.2, 0], [0, 1], [0, 2 / 3]]
+    )  # columns: factor 1, factor 0; each scaled to max 1
     fig = plotting.top_genes_heatmap(W, list("abcdef"), n_top=1, normalize="sum", vmax=0.5)
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), [[0.6, 0], [0, 5 / 6]])
     assert fig.axes[0].images[0].get_clim()[1] == 0.5

@@ -17,8 +17,9 @@ import pytest
 from sccourse import _mutations
 from sccourse._course import ROOT, assignment_names
 
-NAMES = [n for n in assignment_names()
-         if n in os.environ.get("SCCOURSE_TEST_NOTEBOOKS", n).split(",")]  # a developer's subset
+NAMES = [
+    n for n in assignment_names() if n in os.environ.get("SCCOURSE_TEST_NOTEBOOKS", n).split(",")
+]  # a developer's subset
 INTRO = "How this notebook is graded."
 
 
@@ -31,7 +32,9 @@ def test_notebook_is_committed_without_outputs_and_has_parameters(name):
     for folder in ("solutions", "assignments"):
         nb = _nb(folder, name)
         nbformat.validate(nb)
-        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{folder}/{name} has outputs"
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+            f"{folder}/{name} has outputs"
+        )
         params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1, f"{folder}/{name}: expected one papermill parameters cell"
         for p in ("seed", "device", "quick"):
@@ -47,11 +50,14 @@ def test_grading_mode_and_narrative_are_read_only(name):
     code = [c for c in nb.cells if c.cell_type == "code"]
     setup = code[code.index(params) + 1]
     assert setup.metadata.get("nbgrader", {}).get("locked"), "the set-up cell must be read-only"
-    assert "quick = grading.mode(quick)" in setup.source, "the set-up cell must apply the instructor's grading mode"
+    assert "quick = grading.mode(quick)" in setup.source, (
+        "the set-up cell must apply the instructor's grading mode"
+    )
     for cell in code:
         meta = cell.metadata.get("nbgrader", {})
         assert meta.get("locked") or meta.get("solution"), (
-            f"{name}: code cell {cell.source[:60]!r} is neither read-only nor an answer cell")
+            f"{name}: code cell {cell.source[:60]!r} is neither read-only nor an answer cell"
+        )
     assert INTRO in nb.cells[0].source, f"{name}: the first cell lacks the common paragraph on grading"
 
 
@@ -63,10 +69,13 @@ def test_every_answer_cell_has_wrong_answers_to_reject(name):
         gid = nb.cells[index].metadata["nbgrader"]["grade_id"]
         assert test is not None, f"{name}: answer cell {gid} has no test cell after it"
         entry = spec.get(gid, {})
-        assert entry.get("shortcut"), f"{name}: {gid} needs a library-shortcut answer in tests/mutations/{name}.yaml"
+        assert entry.get("shortcut"), (
+            f"{name}: {gid} needs a library-shortcut answer in tests/mutations/{name}.yaml"
+        )
         assert len(entry.get("mutants", [])) >= 2, f"{name}: {gid} needs at least two realistic wrong answers"
         assert "grading.forbid(" in nb.cells[test].source.split("### BEGIN HIDDEN TESTS")[0], (
-            f"{name}: the visible part of {gid}'s test must run the answer with the library blocked")
+            f"{name}: the visible part of {gid}'s test must run the answer with the library blocked"
+        )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,8 +87,11 @@ def test_written_questions_are_visible_in_the_release(name):
             above = nb.cells[i - 1]
             text = re.sub(r"\s+", " ", above.source).strip()
             assert above.cell_type == "markdown" and above.metadata.get("nbgrader", {}).get("locked"), (
-                f"{name}: written answer {meta['grade_id']} has no read-only question cell above it")
-            assert len(text) > 80 and "YOUR ANSWER HERE" not in text, f"{name}: {meta['grade_id']}'s question is empty"
+                f"{name}: written answer {meta['grade_id']} has no read-only question cell above it"
+            )
+            assert len(text) > 80 and "YOUR ANSWER HERE" not in text, (
+                f"{name}: {meta['grade_id']}'s question is empty"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +100,9 @@ def runs(tmp_path_factory):
 
     def run(name):
         if name not in cache:
-            cache[name] = _mutations.run(ROOT / "solutions" / name / f"{name}.ipynb", quick=True,
-                                         cwd=tmp_path_factory.mktemp(name))
+            cache[name] = _mutations.run(
+                ROOT / "solutions" / name / f"{name}.ipynb", quick=True, cwd=tmp_path_factory.mktemp(name)
+            )
         return cache[name]
 
     return run

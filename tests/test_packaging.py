@@ -40,13 +40,17 @@ def _environment_reqs() -> dict[str, str]:
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     py, env = _pyproject_reqs(), _environment_reqs()
-    assert set(py) == set(env), f"only in pyproject: {set(py) - set(env)}; only in environment.yml: {set(env) - set(py)}"
+    assert set(py) == set(env), (
+        f"only in pyproject: {set(py) - set(env)}; only in environment.yml: {set(env) - set(py)}"
+    )
 
 
 def test_environment_yml_uses_the_same_version_ranges():
     py, env = _pyproject_reqs(), _environment_reqs()
     for name, spec in py.items():
-        assert sorted(spec.split(",")) == sorted(env[name].split(",")), f"{name}: pyproject {spec!r} vs environment.yml {env[name]!r}"
+        assert sorted(spec.split(",")) == sorted(env[name].split(",")), (
+            f"{name}: pyproject {spec!r} vs environment.yml {env[name]!r}"
+        )
 
 
 def test_torch_pin_admits_the_installed_wheel():
@@ -94,10 +98,15 @@ def test_lock_pins_every_dependency_within_pyproject_ranges_with_hashes():
         if name == "torch":  # installed first by tasks.py, never from the lock
             assert "torch" not in locked
             continue
-        assert name in locked, f"{name} (pyproject.toml) is missing from requirements.lock: run `python3 tasks.py lock`"
+        assert name in locked, (
+            f"{name} (pyproject.toml) is missing from requirements.lock: run `python3 tasks.py lock`"
+        )
         assert locked[name] in SpecifierSet(str(req.specifier)), (
-            f"requirements.lock pins {name}=={locked[name]} outside pyproject's {req.specifier}")
-    assert not any(n.startswith(("nvidia-", "triton", "cuda-")) for n in locked), "CUDA-only packages in the lock"
+            f"requirements.lock pins {name}=={locked[name]} outside pyproject's {req.specifier}"
+        )
+    assert not any(n.startswith(("nvidia-", "triton", "cuda-")) for n in locked), (
+        "CUDA-only packages in the lock"
+    )
 
 
 def test_setup_installs_from_the_lock():

@@ -27,8 +27,13 @@ def test_finish_titles_saves_and_returns_the_figure(tmp_path):
 
 def test_a_figure_function_writes_the_file_it_is_given(tmp_path):
     rng = np.random.default_rng(0)
-    history = pd.DataFrame({"iteration": np.arange(1, 21), "objective": np.linspace(5, 1, 20),
-                            "ari": np.where(np.arange(20) % 5 == 4, rng.uniform(size=20), np.nan)})
+    history = pd.DataFrame(
+        {
+            "iteration": np.arange(1, 21),
+            "objective": np.linspace(5, 1, 20),
+            "ari": np.where(np.arange(20) % 5 == 4, rng.uniform(size=20), np.nan),
+        }
+    )
     out = tmp_path / "curves.svg"
     fig = plotting.monitor_perf(history, title="run", save=out)
     assert fig._suptitle.get_text() == "run"
@@ -44,7 +49,9 @@ def test_simulation_figures_name_terms_share_bins_and_compare_models():
 
     rng = np.random.default_rng(0)
     n = 400
-    obs = pd.DataFrame({"age": rng.normal(size=n), "dose": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"age": rng.normal(size=n), "dose": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)]
+    )
     B = np.array([[1.0, 0.5, -0.3], [0.2, -0.4, 0.6]])
     counts = simulate.sample_nb(np.exp(1 + obs.to_numpy() @ B), 2.0, seed=1)
     adata = ad.AnnData(X=counts.astype(float), obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
@@ -66,11 +73,19 @@ def test_simulation_figures_name_terms_share_bins_and_compare_models():
     edges = [p.get_path().vertices[:, 0] for p in hist.patches]
     assert len(edges) == 3 and all(np.allclose(np.unique(e), np.unique(edges[0])) for e in edges)
     assert hist.get_xscale() == "log" and hist.get_xlim()[1] < 10 * counts.sum(1).max()
-    assert {t.get_text().split(" (")[0] for t in hist.get_legend().get_texts()} == {"real", "both", "age only"}
+    assert {t.get_text().split(" (")[0] for t in hist.get_legend().get_texts()} == {
+        "real",
+        "both",
+        "age only",
+    }
     ratio_labels = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
-    assert any(t.startswith("both:") for t in ratio_labels) and any(t.startswith("age only:") for t in ratio_labels)
+    assert any(t.startswith("both:") for t in ratio_labels) and any(
+        t.startswith("age only:") for t in ratio_labels
+    )
     # the NB pmf figure: one curve per size plus the Poisson, probabilities summing to ~1 over the range shown
-    fig = plotting.plot_nb_pmfs(lambda y, mu, r: simulate.nb_logpmf(y, mu, r).numpy(), mean=5.0, sizes=(1.0, 5.0))
+    fig = plotting.plot_nb_pmfs(
+        lambda y, mu, r: simulate.nb_logpmf(y, mu, r).numpy(), mean=5.0, sizes=(1.0, 5.0)
+    )
     ys = [ln.get_ydata() for ln in fig.axes[0].lines]
     assert len(ys) == 3 and all(0.98 < y.sum() <= 1.0 + 1e-12 for y in ys)
     plt.close("all")

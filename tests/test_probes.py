@@ -64,7 +64,12 @@ PROBES = [
     ("filter min_genes negative", lambda: qc.filter_cells_genes(_counts(), min_genes=-1), V, "min_genes"),
     ("filter log data", lambda: qc.filter_cells_genes(_log_data()), V, "integer counts"),
     ("normalize target_sum 0", lambda: qc.normalize_log1p(_counts(), target_sum=0), V, "target_sum"),
-    ("normalize target_sum NaN", lambda: qc.normalize_log1p(_counts(), target_sum=float("nan")), V, "target_sum"),
+    (
+        "normalize target_sum NaN",
+        lambda: qc.normalize_log1p(_counts(), target_sum=float("nan")),
+        V,
+        "target_sum",
+    ),
     ("top_genes_by_fraction n=0", lambda: qc.top_genes_by_fraction(_counts(), n=0), V, "n must"),
     # nmf
     ("nmf negative", lambda: nmf.nmf(-np.ones((5, 4)), 2), V, "negative"),
@@ -79,8 +84,18 @@ PROBES = [
     ("nmf seed -1", lambda: nmf.nmf(np.ones((5, 4)), 2, seed=-1), V, "seed"),
     ("nmf labels wrong length", lambda: nmf.nmf(np.ones((5, 4)), 2, labels=[1, 2]), V, "labels"),
     ("nmf strings", lambda: nmf.nmf(np.array([["a", "b"], ["c", "d"]]), 1), V, "dtype"),
-    ("nmf init shapes", lambda: nmf.nmf(np.ones((5, 4)), 2, init=(np.ones((5, 3)), np.ones((3, 4)))), V, "init"),
-    ("select_variable_genes not AnnData", lambda: nmf.select_variable_genes(np.ones((3, 3)), 2), T, "AnnData"),
+    (
+        "nmf init shapes",
+        lambda: nmf.nmf(np.ones((5, 4)), 2, init=(np.ones((5, 3)), np.ones((3, 4)))),
+        V,
+        "init",
+    ),
+    (
+        "select_variable_genes not AnnData",
+        lambda: nmf.select_variable_genes(np.ones((3, 3)), 2),
+        T,
+        "AnnData",
+    ),
     ("select_variable_genes n=0", lambda: nmf.select_variable_genes(_counts(), 0), V, "n_top_genes"),
     ("select_variable_genes one cell", lambda: nmf.select_variable_genes(_counts(n=1), 2), V, "two cells"),
     # simulate
@@ -88,13 +103,30 @@ PROBES = [
     ("nb_logpmf r=0", lambda: simulate.nb_logpmf(1, 1.0, 0.0), V, "r "),
     ("zinb_logpmf r NaN", lambda: simulate.zinb_logpmf(1, 1.0, float("nan"), 0.0), V, "r "),
     ("sample_nb negative mean", lambda: simulate.sample_nb(np.array([-1.0]), np.array([1.0])), V, "mu"),
-    ("fit unknown column", lambda: simulate.NegBinRegressionSimulator().fit(
-        ad.AnnData(np.ones((5, 2)), obs={"x": np.arange(5.0)}), {"mean": "~ y", "dispersion": "~ 1"}), V, "'y'"),
-    ("fit negative counts", lambda: simulate.NegBinRegressionSimulator().fit(
-        ad.AnnData(-np.ones((5, 2)), obs={"x": np.arange(5.0)}), {"mean": "~ x", "dispersion": "~ 1"}), V,
-     "non-negative"),
-    ("fit unknown part", lambda: simulate.NegBinRegressionSimulator().fit(
-        ad.AnnData(np.ones((5, 2)), obs={"x": np.arange(5.0)}), {"mean": "~ x", "disp": "~ 1"}), V, "disp"),
+    (
+        "fit unknown column",
+        lambda: simulate.NegBinRegressionSimulator().fit(
+            ad.AnnData(np.ones((5, 2)), obs={"x": np.arange(5.0)}), {"mean": "~ y", "dispersion": "~ 1"}
+        ),
+        V,
+        "'y'",
+    ),
+    (
+        "fit negative counts",
+        lambda: simulate.NegBinRegressionSimulator().fit(
+            ad.AnnData(-np.ones((5, 2)), obs={"x": np.arange(5.0)}), {"mean": "~ x", "dispersion": "~ 1"}
+        ),
+        V,
+        "non-negative",
+    ),
+    (
+        "fit unknown part",
+        lambda: simulate.NegBinRegressionSimulator().fit(
+            ad.AnnData(np.ones((5, 2)), obs={"x": np.arange(5.0)}), {"mean": "~ x", "disp": "~ 1"}
+        ),
+        V,
+        "disp",
+    ),
     # datasets
     ("synthetic n_markers -1", lambda: datasets.synthetic(n_markers=-1), V, "n_markers"),
     ("synthetic fold_change NaN", lambda: datasets.synthetic(fold_change=float("nan")), V, "fold_change"),
@@ -104,27 +136,57 @@ PROBES = [
     ("baron bad mouse", lambda: datasets.baron_mouse_pancreas(mice=("mouse3",)), V, "mice"),
     # manifold
     ("degree negative W", lambda: manifold.degree(-_graph()), V, "negative"),
-    ("markov_operator non-square", lambda: manifold.markov_operator(sp.csr_matrix(np.ones((3, 4)))), V, "square"),
+    (
+        "markov_operator non-square",
+        lambda: manifold.markov_operator(sp.csr_matrix(np.ones((3, 4)))),
+        V,
+        "square",
+    ),
     ("laplacian NaN", lambda: manifold.laplacian(sp.csr_matrix(np.full((3, 3), np.nan))), V, "NaN"),
-    ("laplacian_energy shape", lambda: manifold.laplacian_energy(manifold.laplacian(_graph()), np.ones((5, 2))), V,
-     "rows"),
-    ("ManifoldHeat steps -1", lambda: manifold.ManifoldHeat(manifold.symmetrized_operator(_graph()), steps=-1), V,
-     "steps"),
+    (
+        "laplacian_energy shape",
+        lambda: manifold.laplacian_energy(manifold.laplacian(_graph()), np.ones((5, 2))),
+        V,
+        "rows",
+    ),
+    (
+        "ManifoldHeat steps -1",
+        lambda: manifold.ManifoldHeat(manifold.symmetrized_operator(_graph()), steps=-1),
+        V,
+        "steps",
+    ),
     ("GaussianNoise sigma -1", lambda: manifold.GaussianNoise(-1.0), V, "sigma"),
-    ("match_sigma bad method", lambda: manifold.match_sigma(torch.ones(4, 3), 1.0, method="magic"), V, "method"),
+    (
+        "match_sigma bad method",
+        lambda: manifold.match_sigma(torch.ones(4, 3), 1.0, method="magic"),
+        V,
+        "method",
+    ),
     ("preprocess negative counts", lambda: manifold.preprocess_and_cluster(_neg()), V, "non-negative"),
     ("preprocess log data", lambda: manifold.preprocess_and_cluster(_log_data()), V, "integer counts"),
-    ("preprocess resolution NaN", lambda: manifold.preprocess_and_cluster(_counts(), resolution=float("nan")), V,
-     "resolution"),
+    (
+        "preprocess resolution NaN",
+        lambda: manifold.preprocess_and_cluster(_counts(), resolution=float("nan")),
+        V,
+        "resolution",
+    ),
     ("top_variable_genes n=0", lambda: manifold.top_variable_genes(np.ones((4, 3)), 0), V, "n"),
     ("split_cells fraction 1", lambda: manifold.split_cells(10, 1.0), V, "val_fraction"),
-    ("train_denoiser epochs 0", lambda: manifold.train_denoiser(torch.ones(20, 3), manifold.GaussianNoise(0.1),
-                                                                 epochs=0), V, "epochs"),
+    (
+        "train_denoiser epochs 0",
+        lambda: manifold.train_denoiser(torch.ones(20, 3), manifold.GaussianNoise(0.1), epochs=0),
+        V,
+        "epochs",
+    ),
     ("to_torch strings", lambda: manifold.to_torch(np.array([["a"]])), T, ""),
     # metrics
     ("evaluate_ari 2-D labels", lambda: metrics.evaluate_ari(EMB, np.ones((40, 2))), V, "labels"),
-    ("evaluate_ari resolution NaN", lambda: metrics.evaluate_ari(EMB, LAB, resolution=float("nan")), V,
-     "resolution"),
+    (
+        "evaluate_ari resolution NaN",
+        lambda: metrics.evaluate_ari(EMB, LAB, resolution=float("nan")),
+        V,
+        "resolution",
+    ),
     ("evaluate_ari resolution 0", lambda: metrics.evaluate_ari(EMB, LAB, resolution=0), V, "resolution"),
     ("evaluate_ari seed -1", lambda: metrics.evaluate_ari(EMB, LAB, seed=-1), V, "seed"),
     ("evaluate_ari wrong length", lambda: metrics.evaluate_ari(EMB, LAB[:10]), V, "labels"),
@@ -139,4 +201,6 @@ PROBES = [
 def test_bad_input_gives_a_clear_error(call, errors, pattern):
     with pytest.raises(errors) as err:
         call()
-    assert pattern.lower() in str(err.value).lower(), f"unhelpful message: {type(err.value).__name__}: {err.value}"
+    assert pattern.lower() in str(err.value).lower(), (
+        f"unhelpful message: {type(err.value).__name__}: {err.value}"
+    )

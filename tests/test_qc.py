@@ -88,8 +88,9 @@ def test_explicitly_stored_zeros_are_not_detected_genes():
     vals2[0] = vals2[30] = 0  # the first (positive) entry of cells 0 and 1 becomes a stored zero
     X2 = sp.csr_matrix((np.asarray(vals2, dtype=float), (rows, cols)), shape=(60, 40))
     assert X2.nnz == X.nnz
-    kept = qc.filter_cells_genes(ad.AnnData(X2, var=adata.var[[]].copy()), min_genes=20, max_genes=None,
-                                 max_pct_mt=None, min_cells=0)
+    kept = qc.filter_cells_genes(
+        ad.AnnData(X2, var=adata.var[[]].copy()), min_genes=20, max_genes=None, max_pct_mt=None, min_cells=0
+    )
     assert kept.n_obs == 58
 
 

@@ -60,8 +60,9 @@ def _scipy_nb_fit(y, X1, X2):
         return nll, -np.concatenate([X1.T @ d_eta, X2.T @ d_zeta])
 
     x0 = np.zeros(X1.shape[1] + X2.shape[1])
-    res = scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B",
-                                  options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-9})
+    res = scipy.optimize.minimize(
+        f, x0, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-9}
+    )
     return res.x, -res.fun
 
 
@@ -98,8 +99,11 @@ def test_nb_and_zinb_logpmf_broadcast_every_way():
     r = np.array([1e-3, 0.5, 10.0, 1e4])[None, None, :]
     ref = st.nbinom.logpmf(y, r, r / (r + mu))
     np.testing.assert_allclose(nb_logpmf(y, mu, r), ref, rtol=1e-7, atol=1e-8)
-    np.testing.assert_allclose(nb_logpmf(np.array([3.0]), np.full((2, 3), 2.0), 5.0),
-                               np.full((2, 3), st.nbinom.logpmf(3, 5.0, 5.0 / 7.0)), rtol=1e-10)
+    np.testing.assert_allclose(
+        nb_logpmf(np.array([3.0]), np.full((2, 3), 2.0), 5.0),
+        np.full((2, 3), st.nbinom.logpmf(3, 5.0, 5.0 / 7.0)),
+        rtol=1e-10,
+    )
     pi_logit = np.array([-60.0, 0.3])[None, None, None, :]  # π ≈ 1e-26: the NB itself
     z = zinb_logpmf(y[..., None], mu[..., None], r[..., None], pi_logit)
     assert z.shape == (5, 3, 4, 2)
@@ -134,8 +138,12 @@ def test_zinb_logpmf_no_floor_at_large_counts():
 def test_zinb_logpmf_gradients_finite_far_apart():
     # y = 0 with an NB(0) hundreds of nats below log π: second derivatives must stay finite
     mu = torch.tensor([2000.0], dtype=torch.float64, requires_grad=True)
-    out = zinb_logpmf(torch.tensor([0.0], dtype=torch.float64), mu, torch.tensor([700.0], dtype=torch.float64),
-                      torch.tensor([0.8], dtype=torch.float64))
+    out = zinb_logpmf(
+        torch.tensor([0.0], dtype=torch.float64),
+        mu,
+        torch.tensor([700.0], dtype=torch.float64),
+        torch.tensor([0.8], dtype=torch.float64),
+    )
     (g,) = torch.autograd.grad(out.sum(), mu, create_graph=True)
     (h,) = torch.autograd.grad(g.sum(), mu)
     assert torch.isfinite(g).all() and torch.isfinite(h).all()
@@ -151,7 +159,9 @@ def test_nb_closed_form_derivatives_match_autograd_and_scipy():
     n = 400
     eta = torch.tensor(rng.uniform(-4, 8, n), dtype=torch.float64)
     zeta = torch.tensor(rng.uniform(-3, 5, n), dtype=torch.float64)
-    y = torch.tensor(np.r_[np.zeros(100), rng.integers(1, 5, 100), rng.integers(5, 5000, 200)], dtype=torch.float64)
+    y = torch.tensor(
+        np.r_[np.zeros(100), rng.integers(1, 5, 100), rng.integers(5, 5000, 200)], dtype=torch.float64
+    )
     ll, first, second = nb_derivatives(y[:, None], eta[:, None], zeta[:, None])
     mu, r = np.exp(eta.numpy()), np.exp(zeta.numpy())
     ref_ll = st.nbinom.logpmf(y.numpy(), r, r / (r + mu))
@@ -159,15 +169,26 @@ def test_nb_closed_form_derivatives_match_autograd_and_scipy():
 
     def f(e, z):
         mu_, r_ = torch.exp(e), torch.exp(z)
-        return (torch.lgamma(y + r_) - torch.lgamma(r_) - torch.lgamma(y + 1) + r_ * torch.log(r_ / (r_ + mu_))
-                + y * torch.log(mu_ / (r_ + mu_)))
+        return (
+            torch.lgamma(y + r_)
+            - torch.lgamma(r_)
+            - torch.lgamma(y + 1)
+            + r_ * torch.log(r_ / (r_ + mu_))
+            + y * torch.log(mu_ / (r_ + mu_))
+        )
 
     e, z = eta.clone().requires_grad_(True), zeta.clone().requires_grad_(True)
     ge, gz = torch.autograd.grad(f(e, z).sum(), (e, z), create_graph=True)
     hee, hez = torch.autograd.grad(ge.sum(), (e, z), retain_graph=True)
     (hzz,) = torch.autograd.grad(gz.sum(), (z,))
-    for ours, ref in [(first[0], ge), (first[1], gz), (second[0][0], hee), (second[0][1], hez),
-                      (second[1][0], hez), (second[1][1], hzz)]:
+    for ours, ref in [
+        (first[0], ge),
+        (first[1], gz),
+        (second[0][0], hee),
+        (second[0][1], hez),
+        (second[1][0], hez),
+        (second[1][1], hzz),
+    ]:
         np.testing.assert_allclose(ours[:, 0].numpy(), ref.detach().numpy(), rtol=1e-7, atol=1e-7)
 
 
@@ -224,7 +245,9 @@ def test_predict_shapes_and_values(nb_fit):
 def test_sample_moments_match_theory():
     rng = np.random.default_rng(0)
     n = 4000
-    obs = pd.DataFrame({"grp": pd.Categorical(rng.choice(["a", "b"], size=n))}, index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"grp": pd.Categorical(rng.choice(["a", "b"], size=n))}, index=[f"c{i}" for i in range(n)]
+    )
     Y = rng.negative_binomial(2.0, 2.0 / (2.0 + np.where(obs["grp"] == "a", 3.0, 12.0)[:, None]), size=(n, 3))
     sim = NegBinRegressionSimulator().fit(ad.AnnData(X=Y, obs=obs), "~ grp", device="cpu")
     big = pd.DataFrame({"grp": pd.Categorical(["a"] * 20000 + ["b"] * 20000, categories=["a", "b"])})
@@ -265,7 +288,9 @@ def test_zinb_fit_reaches_scipy_mle_and_recovers_truth():
     sim = ZeroInflatedNegBinRegressionSimulator().fit(adata, ZINB_FORMULA, device="cpu")
     assert set(sim.params) == {"beta_mean", "beta_dispersion", "beta_zero_inflation"}
     assert sim.convergence["converged"].all()
-    ours = np.vstack([sim.params[k].to_numpy() for k in ("beta_mean", "beta_dispersion", "beta_zero_inflation")])
+    ours = np.vstack(
+        [sim.params[k].to_numpy() for k in ("beta_mean", "beta_dispersion", "beta_zero_inflation")]
+    )
     X = [adata.obs[c].to_numpy() for c in (["m0", "m1"], ["d0", "d1"], ["z0", "z1"])]
     for j in range(2):
         y = adata.X[:, j].astype(float)
@@ -276,8 +301,11 @@ def test_zinb_fit_reaches_scipy_mle_and_recovers_truth():
         res = scipy.optimize.minimize(nll, ours[:, j] + 0.05, method="BFGS", options={"gtol": 1e-7})
         assert sim.convergence["log_likelihood"].iloc[j] >= -res.fun - 1e-6
         np.testing.assert_allclose(ours[:, j], res.x, atol=1e-3)
-    for part, name in (("mean", "beta_mean"), ("dispersion", "beta_dispersion"),
-                       ("zero_inflation", "beta_zero_inflation")):
+    for part, name in (
+        ("mean", "beta_mean"),
+        ("dispersion", "beta_dispersion"),
+        ("zero_inflation", "beta_zero_inflation"),
+    ):
         assert np.abs(sim.params[name].to_numpy() - truth[part]).mean() < 0.15
 
 
@@ -287,15 +315,19 @@ def _two_groups(n=600, seed=0):
     grp = rng.choice(["lo", "hi", "mid"], size=n)
     means = pd.Series({"lo": 1.5, "mid": 6.0, "hi": 20.0})[grp].to_numpy()
     Y = rng.negative_binomial(3.0, 3.0 / (3.0 + means[:, None]), size=(n, 2))
-    obs = pd.DataFrame({"grp": pd.Categorical(grp, categories=["lo", "mid", "hi"]),
-                        "x": rng.normal(size=n)}, index=[f"c{i}" for i in range(n)])
+    obs = pd.DataFrame(
+        {"grp": pd.Categorical(grp, categories=["lo", "mid", "hi"]), "x": rng.normal(size=n)},
+        index=[f"c{i}" for i in range(n)],
+    )
     return ad.AnnData(X=Y, obs=obs)
 
 
 def test_categorical_without_intercept_gives_group_means():
     # with one free log-mean per group (and one size per group), the NB MLE of each group mean is its sample mean
     adata = _two_groups()
-    sim = NegBinRegressionSimulator().fit(adata, {"mean": "~ grp - 1", "dispersion": "~ grp - 1"}, device="cpu")
+    sim = NegBinRegressionSimulator().fit(
+        adata, {"mean": "~ grp - 1", "dispersion": "~ grp - 1"}, device="cpu"
+    )
     beta = sim.params["beta"]
     assert list(beta.index) == ["grp[lo]", "grp[mid]", "grp[hi]"]
     for lvl in ("lo", "mid", "hi"):
@@ -335,8 +367,9 @@ def test_rank_deficient_design_warns_and_drops_aliased_column():
     adata = _two_groups()
     adata.obs["grp_copy"] = adata.obs["grp"].copy()
     with pytest.warns(UserWarning, match=r"grp_copy\[T\.mid\].*grp_copy\[T\.hi\]|not identifiable"):
-        sim = NegBinRegressionSimulator().fit(adata, {"mean": "~ grp + grp_copy", "dispersion": "~ grp"},
-                                              device="cpu")
+        sim = NegBinRegressionSimulator().fit(
+            adata, {"mean": "~ grp + grp_copy", "dispersion": "~ grp"}, device="cpu"
+        )
     assert sim.aliased == {"mean": ["grp_copy[T.mid]", "grp_copy[T.hi]"]}
     beta = sim.params["beta"]
     assert np.all(beta.loc[["grp_copy[T.mid]", "grp_copy[T.hi]"]].to_numpy() == 0.0)
@@ -382,8 +415,10 @@ def test_bad_inputs():
 @pytest.mark.gpu
 def test_cpu_equals_cuda():
     adata, _ = _simulate(2000, 6, seed=2, zero_inflation=True)
-    for cls, formula in ((NegBinRegressionSimulator, NB_FORMULA),
-                         (ZeroInflatedNegBinRegressionSimulator, ZINB_FORMULA)):
+    for cls, formula in (
+        (NegBinRegressionSimulator, NB_FORMULA),
+        (ZeroInflatedNegBinRegressionSimulator, ZINB_FORMULA),
+    ):
         cpu = cls().fit(adata, formula, device="cpu")
         gpu = cls().fit(adata, formula, device="cuda")
         for key in cpu.params:
@@ -391,8 +426,11 @@ def test_cpu_equals_cuda():
         assert gpu.log_likelihood == pytest.approx(cpu.log_likelihood, rel=1e-9)
     y = torch.arange(0, 3000, 7, dtype=torch.float64)
     mu, r, w = torch.full_like(y, 50.0), torch.full_like(y, 0.5), torch.full_like(y, -1.0)
-    np.testing.assert_allclose(zinb_logpmf(y.cuda(), mu.cuda(), r.cuda(), w.cuda()).cpu().numpy(),
-                               zinb_logpmf(y, mu, r, w).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        zinb_logpmf(y.cuda(), mu.cuda(), r.cuda(), w.cuda()).cpu().numpy(),
+        zinb_logpmf(y, mu, r, w).numpy(),
+        rtol=1e-12,
+    )
 
 
 # ----------------------------------------------------------------------------- plots
@@ -408,8 +446,12 @@ def test_plots(nb_fit):
     fig = plotting.plot_mean_curves(adata, sim, ["g0", "g1"], covariate="m0")
     x, y = fig.axes[0].lines[0].get_data()
     np.testing.assert_allclose(np.sort(x), x)
-    np.testing.assert_allclose(y, np.exp(adata.obs[["m0", "m1"]].to_numpy() @ sim.params["beta"]["g0"].to_numpy())
-                               [np.argsort(adata.obs["m0"].to_numpy())])
+    np.testing.assert_allclose(
+        y,
+        np.exp(adata.obs[["m0", "m1"]].to_numpy() @ sim.params["beta"]["g0"].to_numpy())[
+            np.argsort(adata.obs["m0"].to_numpy())
+        ],
+    )
     with pytest.raises(ValueError, match="unknown"):
         plotting.plot_mean_curves(adata, sim, ["nope"], covariate="m0")
     fig = plotting.plot_real_vs_synthetic(adata, sim.sample(adata.obs, seed=0))
@@ -417,10 +459,7 @@ def test_plots(nb_fit):
 
 
 # ---------------------------------------------------------------- Gaussian copula
-_R_TRUE = np.array([[1.0, 0.8, 0.5, 0.0],
-                    [0.8, 1.0, 0.4, 0.0],
-                    [0.5, 0.4, 1.0, -0.5],
-                    [0.0, 0.0, -0.5, 1.0]])
+_R_TRUE = np.array([[1.0, 0.8, 0.5, 0.0], [0.8, 1.0, 0.4, 0.0], [0.5, 0.4, 1.0, -0.5], [0.0, 0.0, -0.5, 1.0]])
 
 
 def _copula_counts(n, mu, r, pi=0.0, seed=0):
@@ -430,8 +469,11 @@ def _copula_counts(n, mu, r, pi=0.0, seed=0):
     u = st.norm.cdf(z)
     u_nb = np.clip((u - pi) / (1 - pi), 0, 1 - 1e-12)
     Y = np.maximum(st.nbinom.ppf(u_nb, r, r / (r + mu)), 0).astype(np.int64)  # ppf(0) = -1 in scipy
-    return ad.AnnData(X=Y, obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]),
-                      var=pd.DataFrame(index=[f"g{j}" for j in range(4)]))
+    return ad.AnnData(
+        X=Y,
+        obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]),
+        var=pd.DataFrame(index=[f"g{j}" for j in range(4)]),
+    )
 
 
 def _normal_scores(Y, mu, r, rng):
@@ -455,7 +497,9 @@ def test_copula_recovers_gene_correlation_and_keeps_marginals():
         np.testing.assert_allclose(Y.mean(0), mu, rtol=0.03)
         np.testing.assert_allclose(Y.var(0), mu + mu**2 / r, rtol=0.08)
     rng = np.random.default_rng(3)
-    np.testing.assert_allclose(np.corrcoef(_normal_scores(joint, mu, r, rng), rowvar=False), _R_TRUE, atol=0.05)
+    np.testing.assert_allclose(
+        np.corrcoef(_normal_scores(joint, mu, r, rng), rowvar=False), _R_TRUE, atol=0.05
+    )
     off = ~np.eye(4, dtype=bool)
     assert np.abs(np.corrcoef(_normal_scores(indep, mu, r, rng), rowvar=False)[off]).max() < 0.05
     # same seed, same cells
@@ -515,8 +559,9 @@ def test_sample_nb_moments_seed_and_numpy_draw():
     np.testing.assert_allclose((Y == 0).mean(0), st.nbinom.pmf(0, r[0], r[0] / (r[0] + mu[0])), atol=0.005)
     np.testing.assert_array_equal(sample_nb(mu, r, seed=3), sample_nb(mu, r, seed=3))
     # the documented draw: numpy's negative_binomial(n = r, p = r / (r + mu))
-    np.testing.assert_array_equal(sample_nb(mu, r, seed=4),
-                                  np.random.default_rng(4).negative_binomial(r, r / (r + mu)))
+    np.testing.assert_array_equal(
+        sample_nb(mu, r, seed=4), np.random.default_rng(4).negative_binomial(r, r / (r + mu))
+    )
     assert sample_nb(np.full(5, 3.0), 2.0, seed=0).shape == (5,)  # broadcasts
     with pytest.raises(ValueError, match="r must"):
         sample_nb(mu, -r)
@@ -556,7 +601,9 @@ def test_likelihood_ratio_test_matches_scipy_fits_and_counts_only_estimated_colu
     adata = ad.AnnData(X=Y.astype(float), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
     null = NegBinRegressionSimulator().fit(adata, {"mean": "~ x", "dispersion": "~ 1"}, device="cpu")
     with pytest.warns(UserWarning, match="rank-deficient"):
-        alt = NegBinRegressionSimulator().fit(adata, {"mean": "~ x + z + x2", "dispersion": "~ 1"}, device="cpu")
+        alt = NegBinRegressionSimulator().fit(
+            adata, {"mean": "~ x + z + x2", "dispersion": "~ 1"}, device="cpu"
+        )
     out = likelihood_ratio_test(null, alt)
     assert list(out.index) == list(adata.var_names) and (out["df"] == 1).all()
     ones = np.ones((n, 1))
@@ -569,7 +616,9 @@ def test_likelihood_ratio_test_matches_scipy_fits_and_counts_only_estimated_colu
     with pytest.raises(ValueError, match="more estimated coefficients"):
         likelihood_ratio_test(alt, null)
     with pytest.raises(ValueError, match="same cells"):
-        likelihood_ratio_test(null, NegBinRegressionSimulator().fit(adata[:300].copy(), "~ x + z", device="cpu"))
+        likelihood_ratio_test(
+            null, NegBinRegressionSimulator().fit(adata[:300].copy(), "~ x + z", device="cpu")
+        )
     with pytest.raises(TypeError):
         likelihood_ratio_test(null, "alt")
 
@@ -589,10 +638,14 @@ def test_spline_formula_keeps_its_knots_for_new_cells():
     assert spline.convergence["converged"].all() and spline.n_coef == 6 and line.n_coef == 3
     full = spline.predict(obs)["mean"]
     sub = obs.iloc[[5, 17, 400]]
-    np.testing.assert_allclose(spline.predict(sub)["mean"].to_numpy(), full.iloc[[5, 17, 400]].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        spline.predict(sub)["mean"].to_numpy(), full.iloc[[5, 17, 400]].to_numpy(), rtol=1e-12
+    )
     # the spline follows the non-monotone mean; the log-linear model cannot
-    err = {name: np.abs(np.log(s.predict(obs)["mean"].to_numpy()[:, 0]) - np.log(mu[:, 0])).mean()
-           for name, s in (("spline", spline), ("line", line))}
+    err = {
+        name: np.abs(np.log(s.predict(obs)["mean"].to_numpy()[:, 0]) - np.log(mu[:, 0])).mean()
+        for name, s in (("spline", spline), ("line", line))
+    }
     assert err["spline"] < 0.1 < err["line"]
     assert likelihood_ratio_test(line, spline)["p_value"].max() < 1e-10
     assert spline.sample(sub, seed=0).shape == (3, 2)
@@ -623,11 +676,13 @@ def test_unseen_factor_levels_raise_naming_the_column():
     from sccourse import simulate as S
 
     rng = np.random.default_rng(0)
-    obs = pd.DataFrame({"group": rng.choice(["a", "b"], 300), "x": rng.normal(size=300)},
-                       index=[f"c{i}" for i in range(300)])
+    obs = pd.DataFrame(
+        {"group": rng.choice(["a", "b"], 300), "x": rng.normal(size=300)}, index=[f"c{i}" for i in range(300)]
+    )
     Y = rng.poisson(5, size=(300, 3))
-    sim = S.NegBinRegressionSimulator().fit(ad.AnnData(Y.astype(float), obs=obs),
-                                            {"mean": "~ group + x", "dispersion": "~ 1"}, device="cpu")
+    sim = S.NegBinRegressionSimulator().fit(
+        ad.AnnData(Y.astype(float), obs=obs), {"mean": "~ group + x", "dispersion": "~ 1"}, device="cpu"
+    )
     new = obs.iloc[:4].copy()
     new["group"] = ["a", "b", "c", "typo"]
     with pytest.raises(ValueError, match=r"obs\['group'\] has levels the model never saw: \['c', 'typo'\]"):

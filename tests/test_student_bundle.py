@@ -10,15 +10,19 @@ from sccourse._course import ROOT, assignment_names
 
 
 def test_student_bundle_has_releases_and_library_but_no_solutions(tmp_path):
-    proc = subprocess.run([sys.executable, "tasks.py", "student-bundle"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "tasks.py", "student-bundle"], cwd=ROOT, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     out = ROOT / "build" / "sccourse-student"
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     for name in assignment_names():
         assert f"assignments/{name}/{name}.ipynb" in names
     assert "lib/sccourse/__init__.py" in names and "data/registry.json" in names and "tasks.py" in names
-    assert not any(n.startswith(("solutions/", "tests/", "benchmarks/", "submitted/", "autograded/", "feedback/"))
-                   for n in names)
+    assert not any(
+        n.startswith(("solutions/", "tests/", "benchmarks/", "submitted/", "autograded/", "feedback/"))
+        for n in names
+    )
     assert not any(n.endswith((".db", "nbgrader_config.py")) for n in names)
     assert not any(n.endswith(("_authoring.py", "_course.py", "_mutations.py")) for n in names)
     for path in out.rglob("*"):

@@ -73,7 +73,7 @@ def set_seed(seed: int) -> np.random.Generator:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (set_seed is for notebooks: it seeds the globals on purpose)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
@@ -85,7 +85,8 @@ def set_seed(seed: int) -> np.random.Generator:
 def seeded(seed: int, device: torch.device | str | None = None):
     """Local torch randomness for library code: the global generators (CPU, and ``device`` when it is CUDA) are
     forked, seeded with ``seed`` inside the block and restored after it, so a library call never changes the
-    random state a notebook relies on (``set_seed`` is for notebooks)."""
+    random state a notebook relies on (``set_seed`` is for notebooks).
+    """
     dev = torch.device(device) if device is not None else torch.device("cpu")
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

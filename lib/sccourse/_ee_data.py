@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def prepare_pcs(adata, *, n_top_genes: int | None = 2000, n_pcs: int = 50, n_cells: int | None = None,
-                label_key: str | None = None, seed: int = 0):
+def prepare_pcs(
+    adata,
+    *,
+    n_top_genes: int | None = 2000,
+    n_pcs: int = 50,
+    n_cells: int | None = None,
+    label_key: str | None = None,
+    seed: int = 0,
+):
     """Counts → library-size normalisation → log1p → top variable genes → standardise → PCA.
 
     ``x_ng = log(1 + 10⁴ c_ng / Σ_g c_ng)``, genes scaled to unit variance (clipped at 10), then the

@@ -25,7 +25,9 @@ def rows_per_block(n_cols: int, *, max_block_mb: float, n_temporaries: int = 3, 
 # --------------------------------------------------------------------------------------
 # nearest neighbours
 # --------------------------------------------------------------------------------------
-def knn_exact(Y: torch.Tensor, k: int, *, max_block_mb: float = DEFAULT_BLOCK_MB) -> tuple[torch.Tensor, torch.Tensor]:
+def knn_exact(
+    Y: torch.Tensor, k: int, *, max_block_mb: float = DEFAULT_BLOCK_MB
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ``k`` nearest neighbours (self excluded) by blocked brute force on ``Y``'s device.
 
     Returns ``(idx, d2)``: (N, k) int64 indices and float64 squared distances, nearest first;
@@ -62,8 +64,13 @@ def knn_nndescent(Y: np.ndarray, k: int, *, seed: int) -> np.ndarray:
     from pynndescent import NNDescent
 
     n = Y.shape[0]
-    index = NNDescent(np.ascontiguousarray(Y, dtype=np.float32), n_neighbors=k + 1, random_state=seed,
-                      low_memory=True, verbose=False)
+    index = NNDescent(
+        np.ascontiguousarray(Y, dtype=np.float32),
+        n_neighbors=k + 1,
+        random_state=seed,
+        low_memory=True,
+        verbose=False,
+    )
     nbrs, _ = index.neighbor_graph
     out = np.empty((n, k), dtype=np.int64)
     rows = np.arange(n)
@@ -90,8 +97,9 @@ def _entropy_stats(D: torch.Tensor, beta: torch.Tensor):
     return H, p, m1, (m2 - m1 * m1).clamp_min(0.0)
 
 
-def calibrate(D2: torch.Tensor, perplexity: float, *, method: str = "ea", tol: float = 1e-10,
-              max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def calibrate(
+    D2: torch.Tensor, perplexity: float, *, method: str = "ea", tol: float = 1e-10, max_iter: int = 200
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row precision β with entropy of ``p(j|n) ∝ exp(−β_n D2[n, j])`` equal to ``log(perplexity)``.
 
     ``method="ea"``: Newton steps in log β with a bracketing bisection safeguard;
@@ -169,8 +177,14 @@ class RepulsiveWeights:
     A dense (N × N) matrix given by the user is wrapped with ``kind="dense"``.
     """
 
-    def __init__(self, n: int, kind: str = "uniform", *, Y: torch.Tensor | None = None,
-                 dense: torch.Tensor | None = None):
+    def __init__(
+        self,
+        n: int,
+        kind: str = "uniform",
+        *,
+        Y: torch.Tensor | None = None,
+        dense: torch.Tensor | None = None,
+    ):
         self.n, self.kind = int(n), kind
         self.Y, self.dense = Y, dense
         if kind == "distance":
@@ -192,7 +206,8 @@ class RepulsiveWeights:
 
     def tile(self, i0: int, i1: int, j0: int, j1: int, dtype: torch.dtype, device: torch.device):
         """Block ``[i0:i1, j0:j1]`` of w⁻ as a dense tensor; for uniform weights the number 1/N² (the caller
-        leaves the diagonal out)."""
+        leaves the diagonal out).
+        """
         n = self.n
         if self.kind == "dense":
             return self.dense[i0:i1, j0:j1].to(device=device, dtype=dtype)
@@ -233,8 +248,16 @@ class EEProblem:
     ``2 (Σ d_n |x_n|² − Σ x_n·(W⁺X)_n)`` it cancels, and float32 would lose digits to it.
     """
 
-    def __init__(self, Wpos, Wneg: RepulsiveWeights, lam: float, *, device: torch.device,
-                 dtype: torch.dtype = torch.float64, max_block_mb: float = DEFAULT_BLOCK_MB):
+    def __init__(
+        self,
+        Wpos,
+        Wneg: RepulsiveWeights,
+        lam: float,
+        *,
+        device: torch.device,
+        dtype: torch.dtype = torch.float64,
+        max_block_mb: float = DEFAULT_BLOCK_MB,
+    ):
         self.n = Wpos.shape[0]
         self.lam, self.device, self.dtype, self.max_block_mb = float(lam), device, dtype, float(max_block_mb)
         if sp.issparse(Wpos):
@@ -243,8 +266,12 @@ class EEProblem:
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 self.Wpos = torch.sparse_csr_tensor(
-                    torch.as_tensor(W.indptr, dtype=torch.int64), torch.as_tensor(W.indices, dtype=torch.int64),
-                    torch.as_tensor(W.data, dtype=torch.float64), size=W.shape, check_invariants=False).to(device)
+                    torch.as_tensor(W.indptr, dtype=torch.int64),
+                    torch.as_tensor(W.indices, dtype=torch.int64),
+                    torch.as_tensor(W.data, dtype=torch.float64),
+                    size=W.shape,
+                    check_invariants=False,
+                ).to(device)
             self.sparse = True
         else:
             Wd = torch.as_tensor(np.asarray(Wpos) if not isinstance(Wpos, torch.Tensor) else Wpos)
@@ -259,8 +286,10 @@ class EEProblem:
 
     def laplacian_scipy(self) -> sp.csr_matrix:
         if self.sparse:
-            crow, col, val = (t.cpu().numpy() for t in (self.Wpos.crow_indices(), self.Wpos.col_indices(),
-                                                        self.Wpos.values()))
+            crow, col, val = (
+                t.cpu().numpy()
+                for t in (self.Wpos.crow_indices(), self.Wpos.col_indices(), self.Wpos.values())
+            )
             W = sp.csr_matrix((val, col, crow), shape=(self.n, self.n))
         else:
             W = sp.csr_matrix(self.Wpos.cpu().numpy())
@@ -273,17 +302,26 @@ class EEProblem:
         # W⁺ symmetric: (Xᵀ W⁺)ᵀ = W⁺ X, the faster layout for a thin X
         WX = self.Wpos @ X64 if self.sparse else torch.mm(X64.T.contiguous(), self.Wpos).T
         e_pos = 2.0 * float((self.deg * (X64 * X64).sum(1)).sum() - (X64 * WX).sum())
-        tile = repulsion_tile(self.n, device=X.device, itemsize=X.element_size(), max_block_mb=self.max_block_mb)
-        e_neg, grad = repulsion(X, lambda i0, i1, j0, j1: self.Wneg.tile(i0, i1, j0, j1, X.dtype, X.device),
-                                tile=tile, need_grad=need_grad)
+        tile = repulsion_tile(
+            self.n, device=X.device, itemsize=X.element_size(), max_block_mb=self.max_block_mb
+        )
+        e_neg, grad = repulsion(
+            X,
+            lambda i0, i1, j0, j1: self.Wneg.tile(i0, i1, j0, j1, X.dtype, X.device),
+            tile=tile,
+            need_grad=need_grad,
+        )
         if need_grad:
             grad = grad.mul_(self.lam).add_((4.0 * (self.deg[:, None] * X64 - WX)).to(grad.dtype))
         return e_pos + self.lam * float(e_neg), grad
 
 
-def repulsion_tile(n: int, *, device: torch.device, itemsize: int, max_block_mb: float = DEFAULT_BLOCK_MB) -> int:
+def repulsion_tile(
+    n: int, *, device: torch.device, itemsize: int, max_block_mb: float = DEFAULT_BLOCK_MB
+) -> int:
     """Side of the square tiles of :func:`repulsion`: within ``max_block_mb``, and on the CPU small enough for
-    a tile to stay in cache (its elementwise passes are then bound by arithmetic, not memory)."""
+    a tile to stay in cache (its elementwise passes are then bound by arithmetic, not memory).
+    """
     side = int(math.sqrt(max_block_mb * 2**20 / (3 * itemsize)))
     if device.type == "cpu":
         side = min(side, int(math.sqrt(_CPU_TILE_BYTES / itemsize)))
@@ -317,7 +355,7 @@ def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True
             Kt = nsq[i0:i1, None] + nsq[None, j0:j1]  # −D², built in place
             if d <= 4:  # a rank-d update by broadcasting beats a GEMM with an inner dimension of 2
                 for c in range(d):
-                    Kt.addcmul_(Xi[:, c:c + 1], XT[c:c + 1, j0:j1], value=2.0)
+                    Kt.addcmul_(Xi[:, c : c + 1], XT[c : c + 1, j0:j1], value=2.0)
             else:
                 Kt.addmm_(Xi, XT[:, j0:j1], alpha=2.0)
             # exp is many times slower where its result underflows: far pairs get exp(floor), a normal

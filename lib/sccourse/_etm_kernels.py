@@ -1,5 +1,6 @@
 """Numerical kernels behind :mod:`sccourse.etm`: input preparation, the encoder's input layer over the
-non-zeros, and the fused mixture likelihood."""
+non-zeros, and the fused mixture likelihood.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +13,16 @@ import torch
 
 from ._sparse import CSRPair
 
-__all__ = ["ETMData", "GeneLinear", "MaskDropout", "SparseCounts", "as_count_matrix", "gaussian_kl", "logit_loglik",
-           "mixture_loglik"]
+__all__ = [
+    "ETMData",
+    "GeneLinear",
+    "MaskDropout",
+    "SparseCounts",
+    "as_count_matrix",
+    "gaussian_kl",
+    "logit_loglik",
+    "mixture_loglik",
+]
 
 
 @dataclasses.dataclass
@@ -58,8 +67,14 @@ class ETMData:
 
     def to(self, device: torch.device, dtype: torch.dtype) -> ETMData:
         """The same data on ``device`` in ``dtype``."""
-        return ETMData(self.counts.to(device, dtype), self.normalized.to(device, dtype), self.batch.to(device),
-                       self.n_batches, self.obs_names, None if self.sparse is None else self.sparse.to(device, dtype))
+        return ETMData(
+            self.counts.to(device, dtype),
+            self.normalized.to(device, dtype),
+            self.batch.to(device),
+            self.n_batches,
+            self.obs_names,
+            None if self.sparse is None else self.sparse.to(device, dtype),
+        )
 
 
 class GeneLinear(torch.nn.Module):
@@ -73,7 +88,9 @@ class GeneLinear(torch.nn.Module):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         bound = 1.0 / math.sqrt(self.in_features)
-        self.weight = torch.nn.Parameter(torch.empty(self.in_features, self.out_features).uniform_(-bound, bound))
+        self.weight = torch.nn.Parameter(
+            torch.empty(self.in_features, self.out_features).uniform_(-bound, bound)
+        )
         self.bias = torch.nn.Parameter(torch.empty(self.out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +102,8 @@ class GeneLinear(torch.nn.Module):
 
 class _SparseInputLinear(torch.autograd.Function):
     """``X̃ W + b`` for a fixed sparse input ``X̃`` (no gradient): both the product and the weight gradient
-    ``X̃ᵀ g`` run over the non-zeros only (:class:`SparseCounts` holds ``X̃`` in both orientations)."""
+    ``X̃ᵀ g`` run over the non-zeros only (:class:`SparseCounts` holds ``X̃`` in both orientations).
+    """
 
     @staticmethod
     def forward(ctx, sc, weight, bias):
@@ -107,7 +125,8 @@ def sparse_input_linear(sc: SparseCounts, layer: GeneLinear) -> torch.Tensor:
 
 class MaskDropout(torch.nn.Dropout):
     """:class:`torch.nn.Dropout` with its mask drawn as ``U(0, 1) ≥ p`` (one uniform draw per entry: on the
-    CPU several times cheaper than torch's Bernoulli sampler; the same distribution)."""
+    CPU several times cheaper than torch's Bernoulli sampler; the same distribution).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
@@ -120,7 +139,8 @@ class MaskDropout(torch.nn.Dropout):
 
 class SparseCounts:
     """The non-zeros of a cells x genes count matrix: their pattern (:class:`~sccourse._sparse.CSRPair`), the
-    raw counts ``values`` and the normalised ``x_ng / Σ_g x_ng`` (both in the pattern's CSR order)."""
+    raw counts ``values`` and the normalised ``x_ng / Σ_g x_ng`` (both in the pattern's CSR order).
+    """
 
     #: the non-zeros are kept (and the encoder's first layer runs on them) when at most this fraction of
     #: the entries are non-zero
@@ -129,7 +149,9 @@ class SparseCounts:
     #: dense kernel is faster (crossover measured on the benchmark matrix: benchmarks/README-etm.md)
     LIKELIHOOD_MAX_DENSITY = 0.15
 
-    def __init__(self, pattern: CSRPair, values: torch.Tensor, normalized: torch.Tensor, library: torch.Tensor):
+    def __init__(
+        self, pattern: CSRPair, values: torch.Tensor, normalized: torch.Tensor, library: torch.Tensor
+    ):
         self.pattern, self.values, self.normalized = pattern, values, normalized
         self.library = library  # per-cell totals Σ_g x_ng
         self.shape = pattern.shape
@@ -145,13 +167,20 @@ class SparseCounts:
         X = CSRPair.canonical(X)
         totals = np.asarray(X.sum(axis=1)).ravel()
         lib = np.repeat(totals, np.diff(X.indptr))  # > 0 wherever a value is stored
-        return cls(CSRPair.from_scipy(X, device=device), torch.as_tensor(X.data, dtype=dtype, device=device),
-                   torch.as_tensor(X.data / lib, dtype=dtype, device=device),
-                   torch.as_tensor(totals, dtype=dtype, device=device))
+        return cls(
+            CSRPair.from_scipy(X, device=device),
+            torch.as_tensor(X.data, dtype=dtype, device=device),
+            torch.as_tensor(X.data / lib, dtype=dtype, device=device),
+            torch.as_tensor(totals, dtype=dtype, device=device),
+        )
 
     def to(self, device: torch.device, dtype: torch.dtype) -> SparseCounts:
-        return SparseCounts(self.pattern.to(device), self.values.to(device, dtype), self.normalized.to(device, dtype),
-                            self.library.to(device, dtype))
+        return SparseCounts(
+            self.pattern.to(device),
+            self.values.to(device, dtype),
+            self.normalized.to(device, dtype),
+            self.library.to(device, dtype),
+        )
 
     def csr(self, values: torch.Tensor) -> torch.Tensor:
         """The cells x genes pattern holding ``values`` (CSR order), as a torch CSR tensor."""
@@ -186,8 +215,10 @@ def as_count_matrix(X, name: str = "X") -> np.ndarray | sp.csr_matrix:
         try:
             X = np.asarray(X, dtype=np.float64)
         except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a numeric cells x genes matrix (numpy, scipy.sparse or torch), "
-                            f"got {type(X).__name__}") from err
+            raise TypeError(
+                f"{name} must be a numeric cells x genes matrix (numpy, scipy.sparse or torch), "
+                f"got {type(X).__name__}"
+            ) from err
         values = X
         shape = X.shape
     if len(shape) != 2:
@@ -197,13 +228,16 @@ def as_count_matrix(X, name: str = "X") -> np.ndarray | sp.csr_matrix:
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or infinite values; expected finite non-negative counts")
     if values.size and values.min() < 0:
-        raise ValueError(f"{name} contains negative values (min {values.min():g}); expected raw non-negative "
-                         "counts (not log-transformed or scaled data)")
+        raise ValueError(
+            f"{name} contains negative values (min {values.min():g}); expected raw non-negative "
+            "counts (not log-transformed or scaled data)"
+        )
     return X
 
 
-def to_tensors(X, batch_codes: np.ndarray, n_batches: int, *, device: torch.device, dtype: torch.dtype,
-               obs_names=None) -> ETMData:
+def to_tensors(
+    X, batch_codes: np.ndarray, n_batches: int, *, device: torch.device, dtype: torch.dtype, obs_names=None
+) -> ETMData:
     """Dense counts and library-size-normalised input on ``device`` (X already validated)."""
     dense = X.toarray() if sp.issparse(X) else X
     counts = torch.as_tensor(dense, dtype=dtype, device=device)
@@ -266,7 +300,8 @@ class _MixtureLogLik(torch.autograd.Function):
 class _SparseMixtureLogLik(_MixtureLogLik):
     """``Σ x_ng log (θβ)_ng`` over the non-zeros only: ``(θβ)`` sampled at the non-zeros, and the gradients
     ``R βᵀ`` and ``θᵀ R`` as sparse products with ``R = X / (θβ)`` (zero wherever ``x_ng = 0``); the backward
-    pass is the dense version's (it scales the stored gradients)."""
+    pass is the dense version's (it scales the stored gradients).
+    """
 
     @staticmethod
     def forward(ctx, theta, beta, sc):
@@ -280,8 +315,9 @@ class _SparseMixtureLogLik(_MixtureLogLik):
         return total
 
 
-def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor,
-                   sparse: SparseCounts | None = None) -> torch.Tensor:
+def mixture_loglik(
+    theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor, sparse: SparseCounts | None = None
+) -> torch.Tensor:
     """Summed categorical log-likelihood ``Σ_n Σ_g x_ng log(θ_n · β_g)`` (θ rows and β rows sum to 1).
 
     ``θβ`` is clamped at the dtype's smallest normal number before the log. With ``sparse`` (the
@@ -294,7 +330,8 @@ def mixture_loglik(theta: torch.Tensor, beta: torch.Tensor, counts: torch.Tensor
 
 def _logit_pass(theta, logits, bias, counts, batch, library, need, *, shift: bool):
     """One chunked pass of :class:`_LogitLogLik`: ``(total, (∂θ, ∂B, ∂b), z)`` with ``z`` the per-cell sums
-    of ``exp(η)`` (of ``exp(η − max η)`` with ``shift``)."""
+    of ``exp(η)`` (of ``exp(η − max η)`` with ``shift``).
+    """
     n, g = counts.shape
     need_theta, need_logits, need_bias = need
     total = theta.new_zeros(())
@@ -345,7 +382,11 @@ class _LogitLogLik(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta, logits, bias, counts, batch, library):
-        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
+        need = (
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            bias is not None and ctx.needs_input_grad[2],
+        )
         if library is None:
             library = counts.sum(dim=1)
         floor = math.exp(-0.5 * math.log(torch.finfo(theta.dtype).max))
@@ -361,9 +402,15 @@ class _LogitLogLik(torch.autograd.Function):
         return grads[0], grads[1], grads[2], None, None, None
 
 
-def logit_loglik(theta: torch.Tensor, logits: torch.Tensor, counts: torch.Tensor, *,
-                 bias: torch.Tensor | None = None, batch: torch.Tensor | None = None,
-                 library: torch.Tensor | None = None) -> torch.Tensor:
+def logit_loglik(
+    theta: torch.Tensor,
+    logits: torch.Tensor,
+    counts: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    batch: torch.Tensor | None = None,
+    library: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Summed categorical log-likelihood ``Σ_n Σ_g x_ng log softmax_g(θ_n B + b_{s_n})`` (topics mixed in
     logit space, as scETM's decoder does).
 

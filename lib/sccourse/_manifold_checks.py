@@ -131,8 +131,13 @@ class TrainingSpy:
         if module.in_features == self.d and module.out_features == self.hidden:
             self._watch_params(module)
             self.first_layers.add(id(module))
-            event = {"epoch": self.noise.calls, "cells": self._cells(args[0]), "training": module.training,
-                     "grad": torch.is_grad_enabled(), "sse": None}
+            event = {
+                "epoch": self.noise.calls,
+                "cells": self._cells(args[0]),
+                "training": module.training,
+                "grad": torch.is_grad_enabled(),
+                "sse": None,
+            }
             self.events.append(event)
             self._pending = event
         elif module.in_features == self.hidden and module.out_features == self.d:
@@ -158,21 +163,26 @@ class TrainingSpy:
                 if not torch.allclose(p.grad.detach(), fresh.to(p.grad.device), rtol=1e-5, atol=1e-8):
                     stale += 1
         self._fresh.clear()
-        self.steps.append({
-            "epoch": self.noise.calls, "type": type(optimizer),
-            "lr": [g.get("lr") for g in optimizer.param_groups],
-            "weight_decay": [g.get("weight_decay") for g in optimizer.param_groups],
-            "params": {id(p) for g in optimizer.param_groups for p in g["params"]},
-            "stale": stale,
-        })
+        self.steps.append(
+            {
+                "epoch": self.noise.calls,
+                "type": type(optimizer),
+                "lr": [g.get("lr") for g in optimizer.param_groups],
+                "weight_decay": [g.get("weight_decay") for g in optimizer.param_groups],
+                "params": {id(p) for g in optimizer.param_groups for p in g["params"]},
+                "stale": stale,
+            }
+        )
 
     def __enter__(self):
         from torch.nn.modules import module as nn_module
         from torch.optim import optimizer as optim_module
 
-        self._handles = [nn_module.register_module_forward_pre_hook(self._pre),
-                         nn_module.register_module_forward_hook(self._post),
-                         optim_module.register_optimizer_step_pre_hook(self._step)]
+        self._handles = [
+            nn_module.register_module_forward_pre_hook(self._pre),
+            nn_module.register_module_forward_hook(self._post),
+            optim_module.register_optimizer_step_pre_hook(self._step),
+        ]
         return self
 
     def __exit__(self, *exc):
@@ -182,8 +192,18 @@ class TrainingSpy:
         return False
 
     # ---- verdict -----------------------------------------------------------------------------------------
-    def problems(self, model, history, *, epochs: int, batch_size: int, lr: float, weight_decay: float,
-                 val_fraction: float, seed: int) -> list[str]:
+    def problems(
+        self,
+        model,
+        history,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float,
+        val_fraction: float,
+        seed: int,
+    ) -> list[str]:
         """What differs from the loop the question asks for (empty when the loop does what it should)."""
         import pandas as pd
 
@@ -196,15 +216,21 @@ class TrainingSpy:
 
         # the noise: once per epoch, on the clean cells
         if self.noise.calls != epochs:
-            out.append(f"noise.sample was called {self.noise.calls} times for {epochs} epochs: draw a new corruption "
-                       "of all cells once at the start of every epoch")
+            out.append(
+                f"noise.sample was called {self.noise.calls} times for {epochs} epochs: draw a new corruption "
+                "of all cells once at the start of every epoch"
+            )
             return out
-        if any(x.shape != self.X.shape or not torch.allclose(x.double(), self.X, atol=1e-6)
-               for x in self.noise.inputs):
+        if any(
+            x.shape != self.X.shape or not torch.allclose(x.double(), self.X, atol=1e-6)
+            for x in self.noise.inputs
+        ):
             out.append("noise.sample must be given the clean matrix X (all cells, all genes)")
         if any(e["cells"] is None for e in self.events if e["epoch"] > 0):
-            out.append("the model was fed rows that are not this epoch's corrupted cells: feed it noise.sample(X)'s "
-                       "rows (drawn at the start of the epoch)")
+            out.append(
+                "the model was fed rows that are not this epoch's corrupted cells: feed it noise.sample(X)'s "
+                "rows (drawn at the start of the epoch)"
+            )
             return out
 
         # the model
@@ -213,8 +239,10 @@ class TrainingSpy:
             return out
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if [(m.in_features, m.out_features) for m in linears] != [(d, self.hidden), (self.hidden, d)]:
-            out.append(f"the model must be Linear({d}, hidden) -> GELU -> Linear(hidden, {d}), found linear layers "
-                       f"{[(m.in_features, m.out_features) for m in linears]}")
+            out.append(
+                f"the model must be Linear({d}, hidden) -> GELU -> Linear(hidden, {d}), found linear layers "
+                f"{[(m.in_features, m.out_features) for m in linears]}"
+            )
         if not any(isinstance(m, nn.GELU) for m in model.modules()):
             out.append("the model needs a GELU between its two linear layers")
         if model.training:
@@ -232,32 +260,46 @@ class TrainingSpy:
             val_cells = np.concatenate([x["cells"] for x in ev_val]) if ev_val else np.zeros(0, int)
             with_val = [x for x in fit if set(x["cells"].tolist()) & val]
             if with_val and all(not x["training"] for x in with_val):
-                here.append(f"epoch {e}: the validation pass ran with gradients on: wrap it in torch.no_grad()")
+                here.append(
+                    f"epoch {e}: the validation pass ran with gradients on: wrap it in torch.no_grad()"
+                )
             elif with_val:
                 leaked = set(fit_cells.tolist()) & val
-                here.append(f"epoch {e}: {len(leaked)} validation cells were used for training; hold out the cells "
-                            "perm[:n_val] of the question's split and train on the others only")
+                here.append(
+                    f"epoch {e}: {len(leaked)} validation cells were used for training; hold out the cells "
+                    "perm[:n_val] of the question's split and train on the others only"
+                )
             batches = [x for x in fit if all(x is not y for y in with_val)]
             if any(not x["training"] for x in batches):
-                here.append(f"epoch {e}: training batches ran in eval mode: call model.train() at the start of "
-                            "every epoch (the validation pass switched it to eval)")
+                here.append(
+                    f"epoch {e}: training batches ran in eval mode: call model.train() at the start of "
+                    "every epoch (the validation pass switched it to eval)"
+                )
             if any(x["training"] for x in ev_val):
                 here.append(f"epoch {e}: the validation pass ran in train mode: call model.eval() before it")
             if not with_val:
                 if sorted(fit_cells.tolist()) != sorted(train):
-                    here.append(f"epoch {e}: every training cell (perm[n_val:]) must be in exactly one mini-batch "
-                                "per epoch")
+                    here.append(
+                        f"epoch {e}: every training cell (perm[n_val:]) must be in exactly one mini-batch "
+                        "per epoch"
+                    )
                 elif any(len(x["cells"]) > batch_size for x in fit) or len(fit) != n_batches:
-                    here.append(f"epoch {e}: expected {n_batches} mini-batches of at most {batch_size} cells, "
-                                f"found {len(fit)} of sizes {[len(x['cells']) for x in fit]}")
+                    here.append(
+                        f"epoch {e}: expected {n_batches} mini-batches of at most {batch_size} cells, "
+                        f"found {len(fit)} of sizes {[len(x['cells']) for x in fit]}"
+                    )
                 if not ev_val or set(val_cells.tolist()) != val or len(val_cells) != len(val):
-                    here.append(f"epoch {e}: the validation pass (model.eval(), torch.no_grad()) must cover each "
-                                f"of the {len(val)} validation cells perm[:n_val] once, found "
-                                f"{len(val_cells)} rows of {len(set(val_cells.tolist()))} cells")
+                    here.append(
+                        f"epoch {e}: the validation pass (model.eval(), torch.no_grad()) must cover each "
+                        f"of the {len(val)} validation cells perm[:n_val] once, found "
+                        f"{len(val_cells)} rows of {len(set(val_cells.tolist()))} cells"
+                    )
             steps = [s for s in self.steps if s["epoch"] == e]
             if not here and len(steps) != len(fit):
-                here.append(f"epoch {e}: {len(steps)} optimizer steps for {len(fit)} training batches: one "
-                            "optimizer.step() per mini-batch")
+                here.append(
+                    f"epoch {e}: {len(steps)} optimizer steps for {len(fit)} training batches: one "
+                    "optimizer.step() per mini-batch"
+                )
             out += here
         if out:  # one line per kind of problem, at the first epoch it shows
             seen, unique = set(), []
@@ -269,8 +311,10 @@ class TrainingSpy:
                     unique.append(line)
             return unique
         if epochs >= 2:
-            firsts = [np.concatenate([x["cells"] for x in self.events if x["epoch"] == e and x["grad"]])
-                      for e in (1, 2)]
+            firsts = [
+                np.concatenate([x["cells"] for x in self.events if x["epoch"] == e and x["grad"]])
+                for e in (1, 2)
+            ]
             if np.array_equal(firsts[0], firsts[1]):
                 out.append("the training cells come in the same order every epoch: shuffle them each epoch")
 
@@ -284,37 +328,51 @@ class TrainingSpy:
             if any(not np.allclose(s["lr"], lr, rtol=1e-12) for s in self.steps):
                 out.append(f"the optimizer's learning rate must be lr = {lr}, found {self.steps[0]['lr']}")
             if any(not np.allclose(s["weight_decay"], weight_decay, rtol=1e-12) for s in self.steps):
-                out.append(f"the optimizer's weight decay must be weight_decay = {weight_decay}, found "
-                           f"{self.steps[0]['weight_decay']}")
+                out.append(
+                    f"the optimizer's weight decay must be weight_decay = {weight_decay}, found "
+                    f"{self.steps[0]['weight_decay']}"
+                )
             if {id(p) for p in model.parameters()} != self.steps[0]["params"]:
                 out.append("the optimizer must update all of the model's parameters (model.parameters())")
             if any(s["stale"] for s in self.steps):
-                out.append("gradients accumulate across mini-batches: call optimizer.zero_grad() before each "
-                           "backward pass")
+                out.append(
+                    "gradients accumulate across mini-batches: call optimizer.zero_grad() before each "
+                    "backward pass"
+                )
 
         # the history: the losses the loop saw
         if not isinstance(history, pd.DataFrame):
             out.append(f"return the history as a pandas DataFrame, got {type(history).__name__}")
             return out
         if list(history.columns) != ["epoch", "train_loss", "val_loss"] or len(history) != epochs:
-            out.append(f"the history needs columns ['epoch', 'train_loss', 'val_loss'] and one row per epoch "
-                       f"({epochs}), got {list(history.columns)} x {len(history)}")
+            out.append(
+                f"the history needs columns ['epoch', 'train_loss', 'val_loss'] and one row per epoch "
+                f"({epochs}), got {list(history.columns)} x {len(history)}"
+            )
             return out
         if not np.array_equal(history["epoch"].to_numpy(), np.arange(1, epochs + 1)):
             out.append("history['epoch'] must count 1, 2, ..., epochs")
         tr, va = [], []
         for e in range(1, epochs + 1):
             ev = [x for x in self.events if x["epoch"] == e]
-            tr.append(sum(np.nan if x["sse"] is None else x["sse"] for x in ev if x["grad"]) / (len(train) * d))
-            va.append(sum(np.nan if x["sse"] is None else x["sse"] for x in ev if not x["grad"]) / (len(val) * d))
+            tr.append(
+                sum(np.nan if x["sse"] is None else x["sse"] for x in ev if x["grad"]) / (len(train) * d)
+            )
+            va.append(
+                sum(np.nan if x["sse"] is None else x["sse"] for x in ev if not x["grad"]) / (len(val) * d)
+            )
         if not np.allclose(history["train_loss"].to_numpy(dtype=float), tr, rtol=1e-4, atol=1e-7):
-            out.append("train_loss must be the epoch's mean squared error over all training cells (the mini-batch "
-                       f"MSEs weighted by batch size): expected {np.round(tr, 5).tolist()}, got "
-                       f"{np.round(history['train_loss'].to_numpy(dtype=float), 5).tolist()}")
+            out.append(
+                "train_loss must be the epoch's mean squared error over all training cells (the mini-batch "
+                f"MSEs weighted by batch size): expected {np.round(tr, 5).tolist()}, got "
+                f"{np.round(history['train_loss'].to_numpy(dtype=float), 5).tolist()}"
+            )
         if not np.allclose(history["val_loss"].to_numpy(dtype=float), va, rtol=1e-4, atol=1e-7):
-            out.append("val_loss must be the MSE of the model on the validation cells' corrupted inputs of the epoch "
-                       f"against their clean values: expected {np.round(va, 5).tolist()}, got "
-                       f"{np.round(history['val_loss'].to_numpy(dtype=float), 5).tolist()}")
+            out.append(
+                "val_loss must be the MSE of the model on the validation cells' corrupted inputs of the epoch "
+                f"against their clean values: expected {np.round(va, 5).tolist()}, got "
+                f"{np.round(history['val_loss'].to_numpy(dtype=float), 5).tolist()}"
+            )
         return out
 
     def verify(self, model, history, **kwargs) -> None:

@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parents[2]
 MUTATIONS = ROOT / "tests" / "mutations"
 
@@ -66,7 +64,7 @@ class Report:
         for c in self.cells:
             if not c.reference_passed:
                 out.append(f"{c.grade_id}: the reference answer fails {c.test_id}: {c.reference_message}")
-            for name, rejected, message in c.wrong:
+            for name, rejected, _message in c.wrong:
                 if not rejected:
                     out.append(f"{c.grade_id}: wrong answer '{name}' passes {c.test_id}")
         return out
@@ -103,7 +101,7 @@ def wrong_answers(cell_spec: dict) -> list[tuple[str, dict]]:
 
 
 def _failed(cell) -> tuple[bool, str]:
-    """nbgrader's rule: an error output or anything written to stderr scores 0."""
+    """Nbgrader's rule: an error output or anything written to stderr scores 0."""
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
             return True, f"{out.get('ename')}: {out.get('evalue', '')}".strip()[:300]
@@ -118,9 +116,15 @@ def answer_and_test_cells(nb) -> list[tuple[int, int | None]]:
     for i, cell in enumerate(nb.cells):
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and meta.get("solution"):
-            test = next((j for j in range(i + 1, len(nb.cells))
-                         if nb.cells[j].metadata.get("nbgrader", {}).get("grade")
-                         and nb.cells[j].cell_type == "code"), None)
+            test = next(
+                (
+                    j
+                    for j in range(i + 1, len(nb.cells))
+                    if nb.cells[j].metadata.get("nbgrader", {}).get("grade")
+                    and nb.cells[j].cell_type == "code"
+                ),
+                None,
+            )
             pairs.append((i, test))
     return pairs
 
@@ -133,8 +137,15 @@ def _load_parameterized(path: Path, quick: bool):
     return parameterize_notebook(load_notebook_node(str(path)), {"quick": bool(quick)})
 
 
-def run(path: str | Path, *, quick: bool, spec: dict | None = None, timeout: int = 1800,
-        cwd: str | Path | None = None, figures: bool = True) -> Report:
+def run(
+    path: str | Path,
+    *,
+    quick: bool,
+    spec: dict | None = None,
+    timeout: int = 1800,
+    cwd: str | Path | None = None,
+    figures: bool = True,
+) -> Report:
     """Execute the notebook at ``path`` with the wrong answers of ``spec`` (default: its YAML file).
 
     ``figures=True`` runs the kernel with the inline backend (images embedded in the outputs); False uses Agg.
@@ -157,8 +168,13 @@ def run(path: str | Path, *, quick: bool, spec: dict | None = None, timeout: int
         env["MPLBACKEND"] = "Agg"
     env.pop("SCCOURSE_GRADING", None)
     env.pop("SCCOURSE_QUICK", None)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(cwd or path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(cwd or path.parent)}},
+    )
     t0 = time.perf_counter()
     pending: dict[int, int] = {}  # test cell index -> answer cell index
     for a, t in pairs.items():
@@ -195,7 +211,10 @@ def run(path: str | Path, *, quick: bool, spec: dict | None = None, timeout: int
                     client.execute_cell(cell, index)
                     failed, message = _failed(cell)
                     if failed:
-                        rep.reference_passed, rep.reference_message = False, "after the wrong answers: " + message
+                        rep.reference_passed, rep.reference_message = (
+                            False,
+                            "after the wrong answers: " + message,
+                        )
                 report.cells.append(rep)
             elif not meta.get("grade"):
                 failed, message = _failed(cell)

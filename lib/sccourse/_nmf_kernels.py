@@ -41,10 +41,13 @@ class DenseData:
         self.shape = tuple(X.shape)
         self.max_x = float(X.max())
         self.sum_x = _fsum(X)
-        self.sum_x2 = float(torch.sum(X.double() ** 2)) if X.dtype != torch.float64 else float(torch.sum(X * X))
+        self.sum_x2 = (
+            float(torch.sum(X.double() ** 2)) if X.dtype != torch.float64 else float(torch.sum(X * X))
+        )
         pos = X > 0
-        self.sum_xlogx = _fsum(torch.where(pos, X * torch.log(torch.where(pos, X, torch.ones_like(X))),
-                                           torch.zeros_like(X)))
+        self.sum_xlogx = _fsum(
+            torch.where(pos, X * torch.log(torch.where(pos, X, torch.ones_like(X))), torch.zeros_like(X))
+        )
 
     def x_ht(self, H: torch.Tensor) -> torch.Tensor:
         """``X Hᵀ`` (M x K)."""
@@ -97,15 +100,18 @@ class SparseData:
         # per-non-zero row/column gathers otherwise
         self.blockwise = X.nnz / max(M * N, 1) > 0.02
         p = self.pattern
-        self._csr_arrays = {False: (X.indptr, X.indices, N),
-                            True: (p.crow_t.cpu().numpy(), p.col_t.cpu().numpy(), M)}
+        self._csr_arrays = {
+            False: (X.indptr, X.indices, N),
+            True: (p.crow_t.cpu().numpy(), p.col_t.cpu().numpy(), M),
+        }
         self._layouts: dict = {}  # built on first use (only the Poisson updates need them)
 
     def _layout(self, indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> dict:
         """Index arrays for evaluating a dense product at the stored entries of one CSR layout."""
         n_rows = len(indptr) - 1
-        row = torch.repeat_interleave(torch.arange(n_rows, device=self.device),
-                                      torch.as_tensor(np.diff(indptr), device=self.device))
+        row = torch.repeat_interleave(
+            torch.arange(n_rows, device=self.device), torch.as_tensor(np.diff(indptr), device=self.device)
+        )
         col = torch.as_tensor(indices, dtype=torch.int64, device=self.device)
         if not self.blockwise:
             return {"row": row, "col": col}
@@ -119,7 +125,7 @@ class SparseData:
 
     @staticmethod
     def _mm(A, B: torch.Tensor) -> torch.Tensor:
-        """sparse A (torch CSR) @ dense B."""
+        """Sparse A (torch CSR) @ dense B."""
         return A @ B.contiguous()
 
     def x_ht(self, H):
@@ -134,8 +140,11 @@ class SparseData:
         if transposed not in self._layouts:
             self._layouts[transposed] = self._layout(*self._csr_arrays[transposed])
         lay = self._layouts[transposed]
-        out = torch.empty(lay["blocks"][-1][3] if self.blockwise else lay["row"].numel(),
-                          dtype=self.dtype, device=self.device)
+        out = torch.empty(
+            lay["blocks"][-1][3] if self.blockwise else lay["row"].numel(),
+            dtype=self.dtype,
+            device=self.device,
+        )
         if self.blockwise:
             for r0, r1, a, b, flat in lay["blocks"]:
                 out[a:b] = torch.take(A[r0:r1] @ B, flat)
@@ -150,7 +159,8 @@ class SparseData:
 
     def ratio(self, W, H, want_loglik: bool, transposed: bool = False):
         """``X / max(WH, eps)`` at the non-zeros (in the order of :meth:`wh_at_nonzeros`) and, if asked,
-        ``Σ X log max(WH, eps)``. :meth:`wt_r` takes the transposed order, :meth:`r_ht` the plain one."""
+        ``Σ X log max(WH, eps)``. :meth:`wt_r` takes the transposed order, :meth:`r_ht` the plain one.
+        """
         wh = self.wh_at_nonzeros(W, H, transposed).clamp_min_(EPS)
         x = self.data_t if transposed else self.data
         vals = x / wh
@@ -169,7 +179,8 @@ def _flush_subnormal_(T: torch.Tensor) -> torch.Tensor:
 
     Multiplicative updates drive unused entries of W and H geometrically towards 0; once subnormal they make
     every later product several times slower on CPUs (the BLAS/sparse threads do not flush them), while
-    holding nothing a float could still represent relative to the other entries."""
+    holding nothing a float could still represent relative to the other entries.
+    """
     return T.masked_fill_(T < torch.finfo(T.dtype).tiny, 0.0)
 
 
@@ -187,7 +198,8 @@ def sse_objective(data, W, H, XHt) -> float:
 
 def sse_step(data, W, H, want_objective: bool = True):
     """One Lee–Seung step for ``‖X − WH‖²``: H first, then W. Returns ``‖X − WH‖²`` after the step
-    (None when not ``want_objective``)."""
+    (None when not ``want_objective``).
+    """
     # H <- H * (Wᵀ X) / (Wᵀ W H)
     num = data.wt_x(W)
     den = _guard((W.T @ W) @ H)
@@ -204,7 +216,8 @@ def _hals_sweep(F: torch.Tensor, A: torch.Tensor, G: torch.Tensor) -> None:
     ``F_k ← max(0, F_k + (A_k − G_k F) / G_kk)`` with ``A = (data-side product)``, ``G`` the K x K Gram matrix.
 
     This is exact block coordinate descent on ``‖X − WH‖²`` for one row of H (or one column of W) at a time,
-    so each row update is the minimiser given the others and the objective never increases."""
+    so each row update is the minimiser given the others and the objective never increases.
+    """
     K = F.shape[0]
     for k in range(K):
         g = G[k, k]
@@ -218,7 +231,8 @@ def hals_step(data, W, H, want_objective: bool = True):
     """One HALS iteration (Cichocki & Phan 2009) for ``‖X − WH‖²``: all rows of H, then all columns of W.
     Same products as a multiplicative step (Wᵀ X, X Hᵀ and two K x K Grams) plus 2K rank-one sweeps, but each
     sweep solves its block exactly, so far fewer iterations reach a given objective. Returns ``‖X − WH‖²``
-    after the step (None when not ``want_objective``)."""
+    after the step (None when not ``want_objective``).
+    """
     WtX = data.wt_x(W)
     _hals_sweep(H, WtX, W.T @ W)
     _flush_subnormal_(H)

@@ -57,9 +57,10 @@ def log_factorial(y: torch.Tensor) -> torch.Tensor:
     return _at_positive(y, _lgamma_y1)
 
 
-def nb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor, *,
-                      constant: bool = True) -> torch.Tensor:
-    """log NB(y | μ = e^{log_mu}, r = e^{log_r}), elementwise and stable (without ``−log y!`` when not
+def nb_loglik_natural(
+    y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor, *, constant: bool = True
+) -> torch.Tensor:
+    """Log NB(y | μ = e^{log_mu}, r = e^{log_r}), elementwise and stable (without ``−log y!`` when not
     ``constant``: the fits leave that parameter-free term out of their iterations).
 
     ``log Γ(y+r) − log Γ(r) − log Γ(y+1) − r·softplus(log μ − log r) − y·softplus(log r − log μ)``,
@@ -103,9 +104,15 @@ def nb_derivatives(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor, *
     return ll, [d_eta, d_zeta], [[h_ee, h_ez], [h_ez, h_zz]]
 
 
-def zinb_loglik_natural(y: torch.Tensor, log_mu: torch.Tensor, log_r: torch.Tensor,
-                        logit_pi: torch.Tensor, *, constant: bool = True) -> torch.Tensor:
-    """log ZINB(y | μ, r, π = sigmoid(logit_pi)), elementwise and stable.
+def zinb_loglik_natural(
+    y: torch.Tensor,
+    log_mu: torch.Tensor,
+    log_r: torch.Tensor,
+    logit_pi: torch.Tensor,
+    *,
+    constant: bool = True,
+) -> torch.Tensor:
+    """Log ZINB(y | μ, r, π = sigmoid(logit_pi)), elementwise and stable.
 
     y > 0: ``log(1−π) + log NB(y)``; y = 0: ``logaddexp(log π, log(1−π) + log NB(0))``, with
     ``log π = −softplus(−ω)`` and ``log(1−π) = −softplus(ω)``.
@@ -197,9 +204,17 @@ def _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn=None):
     return -ll.detach().sum(0), grad, hess
 
 
-def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta0: torch.Tensor, *,
-                  max_iter: int = 100, tol: float = 1e-10, progress: bool = False,
-                  derivs_fn=None) -> NewtonResult:
+def damped_newton(
+    loglik_fn,
+    Y: torch.Tensor,
+    designs: list[torch.Tensor],
+    theta0: torch.Tensor,
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-10,
+    progress: bool = False,
+    derivs_fn=None,
+) -> NewtonResult:
     """Minimise ``−Σ_n loglik_fn(Y, X_1θ_1, X_2θ_2, ...)`` for every gene (column of ``Y``) at once.
 
     Saddle-free, Levenberg–Marquardt-damped Newton: with ``H = V diag(w) Vᵀ`` the step is
@@ -262,5 +277,10 @@ def damped_newton(loglik_fn, Y: torch.Tensor, designs: list[torch.Tensor], theta
     bar.close()
     fval, grad, _ = _derivatives(loglik_fn, Y, theta, designs, slices, derivs_fn)
     # the iterations leave out the parameter-free Σ log y!; the reported log-likelihood includes it
-    return NewtonResult(theta=theta, loglik=-fval - log_factorial(Y).sum(0), converged=converged, n_iter=n_iter,
-                        grad_norm=grad.abs().amax(1))
+    return NewtonResult(
+        theta=theta,
+        loglik=-fval - log_factorial(Y).sum(0),
+        converged=converged,
+        n_iter=n_iter,
+        grad_norm=grad.abs().amax(1),
+    )

@@ -22,7 +22,9 @@ BAG_BLOCK_BYTES = 384 * 1024
 TAKE_BLOCK_BYTES = 1 << 20
 
 
-def bag_mm(offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+def bag_mm(
+    offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, dense: torch.Tensor
+) -> torch.Tensor:
     """``A @ dense`` for a CSR matrix ``A`` (``offsets``, ``indices``, ``values``), as a weighted bag sum.
 
     Row ``i`` of the result is ``Σ_j values_j · dense[indices_j]`` over ``j`` in ``offsets[i]:offsets[i+1]``:
@@ -31,8 +33,14 @@ def bag_mm(offsets: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, d
     The result carries no gradient: the callers are autograd Functions that form their own.
     """
     # detached: no autograd bookkeeping (callers are autograd Functions that form their own gradients)
-    return torch.nn.functional.embedding_bag(indices, dense.detach(), offsets, mode="sum",
-                                             per_sample_weights=values.detach(), include_last_offset=True)
+    return torch.nn.functional.embedding_bag(
+        indices,
+        dense.detach(),
+        offsets,
+        mode="sum",
+        per_sample_weights=values.detach(),
+        include_last_offset=True,
+    )
 
 
 def n_blocks(nbytes: int, block_bytes: int, device: torch.device) -> int:
@@ -60,17 +68,26 @@ class BagBlocks:
             return
         src = np.arange(col.numel()) if source is None else source.cpu().numpy()
         # positions + 1 as the stored values: slicing keeps them exactly (float64 holds integers < 2**53)
-        A = sp.csr_matrix(((src + 1).astype(np.float64), col.cpu().numpy(), crow.cpu().numpy()),
-                          shape=(crow.numel() - 1, n_cols))
+        A = sp.csr_matrix(
+            ((src + 1).astype(np.float64), col.cpu().numpy(), crow.cpu().numpy()),
+            shape=(crow.numel() - 1, n_cols),
+        )
         edges = np.linspace(0, n_cols, n_blocks + 1).round().astype(int)
         for c0, c1 in zip(edges[:-1], edges[1:]):
             B = sp.csr_matrix(A[:, c0:c1])
             B.sort_indices()
             src_b = torch.as_tensor(B.data.astype(np.int64) - 1, device=dev)
             fixed = None if values is None else torch.take(values, src_b)
-            self.blocks.append((torch.as_tensor(B.indptr, dtype=itype, device=dev),
-                                torch.as_tensor(B.indices, dtype=itype, device=dev),
-                                fixed, None if fixed is not None else src_b, int(c0), int(c1)))
+            self.blocks.append(
+                (
+                    torch.as_tensor(B.indptr, dtype=itype, device=dev),
+                    torch.as_tensor(B.indices, dtype=itype, device=dev),
+                    fixed,
+                    None if fixed is not None else src_b,
+                    int(c0),
+                    int(c1),
+                )
+            )
 
     def mm(self, dense: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         out = None
@@ -106,7 +123,8 @@ class CSRPair:
     @classmethod
     def from_scipy(cls, X: sp.csr_matrix, *, device: torch.device) -> CSRPair:
         """The pattern of ``X``, which must be canonical (see :meth:`canonical`): its ``data`` order is the
-        CSR order the products take."""
+        CSR order the products take.
+        """
         order = sp.csr_matrix((np.arange(X.nnz, dtype=np.float64), X.indices, X.indptr), shape=X.shape)
         XT = sp.csr_matrix(order.T)
         XT.sort_indices()
@@ -118,8 +136,9 @@ class CSRPair:
         return cls(t(X.indptr), t(X.indices), t(XT.indptr), t(XT.indices), t(XT.data, torch.int64), X.shape)
 
     def to(self, device: torch.device) -> CSRPair:
-        return CSRPair(*(a.to(device) for a in (self.crow, self.col, self.crow_t, self.col_t, self.perm)),
-                       self.shape)
+        return CSRPair(
+            *(a.to(device) for a in (self.crow, self.col, self.crow_t, self.col_t, self.perm)), self.shape
+        )
 
     @property
     def nnz(self) -> int:
@@ -139,8 +158,9 @@ class CSRPair:
         """The transpose's pattern holding ``values_t`` (in the transpose's CSR order) as a torch CSR tensor."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(self.crow_t, self.col_t, values_t, self.shape[::-1],
-                                           check_invariants=False)
+            return torch.sparse_csr_tensor(
+                self.crow_t, self.col_t, values_t, self.shape[::-1], check_invariants=False
+            )
 
     def mm(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``A @ dense`` (rows x width) for ``A`` the pattern holding ``values`` (CSR order)."""
@@ -148,30 +168,36 @@ class CSRPair:
 
     def mm_t(self, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``Aᵀ @ dense`` (cols x width) for ``A`` the pattern holding ``values`` (CSR order); the values
-        are gathered into the transpose's order block by block of rows of ``A``."""
+        are gathered into the transpose's order block by block of rows of ``A``.
+        """
         nb = n_blocks(values.numel() * values.element_size(), TAKE_BLOCK_BYTES, values.device)
         return self.blocks(transposed=True, n_blocks=nb).mm(dense, values)
 
     def fixed_mm(self, key, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``A @ dense`` for fixed ``values`` (CSR order), blocked by columns of ``A``. ``key`` names the values:
-        the blocks made on the first call are reused for every later call with the same key."""
+        the blocks made on the first call are reused for every later call with the same key.
+        """
         nb = n_blocks(self.shape[1] * dense.shape[1] * dense.element_size(), BAG_BLOCK_BYTES, dense.device)
         return self.blocks(transposed=False, n_blocks=nb, key=key, values=values).mm(dense)
 
     def fixed_mm_t(self, key, values: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """``Aᵀ @ dense`` for fixed ``values`` (CSR order, named by ``key`` as in :meth:`fixed_mm`), blocked
-        by rows of ``A``."""
+        by rows of ``A``.
+        """
         nb = n_blocks(self.shape[0] * dense.shape[1] * dense.element_size(), BAG_BLOCK_BYTES, dense.device)
         return self.blocks(transposed=True, n_blocks=nb, key=key, values=values).mm(dense)
 
     def blocks(self, *, transposed: bool, n_blocks: int, key=None, values=None) -> BagBlocks:
         """The cached :class:`BagBlocks` of ``A`` (``transposed=False``) or ``Aᵀ``, holding the fixed
         ``values`` named ``key`` (values in the CSR order of ``A``), or none (``key=None``: the values come
-        with every product)."""
+        with every product).
+        """
         cache_key = (transposed, key, n_blocks)
         if cache_key not in self._blocks:
             if transposed:
-                b = BagBlocks(self.crow_t, self.col_t, self.shape[0], n_blocks, values=values, source=self.perm)
+                b = BagBlocks(
+                    self.crow_t, self.col_t, self.shape[0], n_blocks, values=values, source=self.perm
+                )
             else:
                 b = BagBlocks(self.crow, self.col, self.shape[1], n_blocks, values=values)
             self._blocks[cache_key] = b

@@ -45,8 +45,15 @@ def check_seed(seed, name: str = "seed") -> int:
     return int(seed)
 
 
-def check_float(value, name: str, *, minimum: float | None = None, maximum: float | None = None,
-                strict: bool = False, allow_inf: bool = False) -> float:
+def check_float(
+    value,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    strict: bool = False,
+    allow_inf: bool = False,
+) -> float:
     """A real number (finite unless ``allow_inf``) with ``value >= minimum`` (``>`` when ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
@@ -97,11 +104,15 @@ def check_counts(X, *, where: str = "adata.X", integer: bool = True) -> None:
         if not np.all(np.isfinite(values)):
             raise ValueError(f"{where} must hold finite raw counts; found NaN or inf values")
     if np.min(values) < 0:
-        raise ValueError(f"{where} must hold non-negative raw counts; found values down to {np.min(values):g}")
+        raise ValueError(
+            f"{where} must hold non-negative raw counts; found values down to {np.min(values):g}"
+        )
     if integer and values.dtype.kind == "f" and not np.all(np.equal(np.floor(values), values)):
         bad = values[np.floor(values) != values][0]
-        raise ValueError(f"{where} must hold raw integer counts, found {bad:g}: is it normalised or log-transformed "
-                         "data? Pass the raw counts (e.g. adata.layers['counts'])")
+        raise ValueError(
+            f"{where} must hold raw integer counts, found {bad:g}: is it normalised or log-transformed "
+            "data? Pass the raw counts (e.g. adata.layers['counts'])"
+        )
 
 
 def check_finite(X, name: str) -> None:

@@ -47,15 +47,27 @@ def check(path: str | Path, *, timeout: int = 600, quick: bool | None = None) ->
             cell.source = re.sub(r"(?m)^quick\s*=.*$", f"quick = {bool(quick)}", cell.source)
     if not graded:
         raise ValueError(f"{path} has no autograded test cells (is it an sccourse assignment notebook?)")
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            interrupt_on_timeout=True, resources={"metadata": {"path": str(path.parent.resolve())}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+    )
     client.execute()
     report = []
     for cell in graded:
         status, message = _status(cell)
         meta = cell.metadata["nbgrader"]
-        report.append(dict(grade_id=meta["grade_id"], points=meta.get("points", 0), status=status,
-                           message=message.splitlines()[0][:200] if message else ""))
+        report.append(
+            dict(
+                grade_id=meta["grade_id"],
+                points=meta.get("points", 0),
+                status=status,
+                message=message.splitlines()[0][:200] if message else "",
+            )
+        )
     return report
 
 
@@ -79,20 +91,30 @@ def main(argv=None) -> int:
     c.add_argument("--quick", action="store_true", help="set quick = True in the parameters cell")
     d = sub.add_parser("data", help="list the datasets and where they are found")
     d.add_argument("--verbose", action="store_true")
-    g = sub.add_parser("grade", help="grade every collected submission of an assignment in parallel (Dask)",
-                       description="Grade every submission in submitted/<student>/NAME/ in its own sandbox, on a "
-                                   "local Dask cluster (one worker per core) or an existing one (--scheduler). "
-                                   "Re-running grades only new or changed submissions.")
+    g = sub.add_parser(
+        "grade",
+        help="grade every collected submission of an assignment in parallel (Dask)",
+        description="Grade every submission in submitted/<student>/NAME/ in its own sandbox, on a "
+        "local Dask cluster (one worker per core) or an existing one (--scheduler). "
+        "Re-running grades only new or changed submissions.",
+    )
     g.add_argument("name", help="assignment name, e.g. 00_orientation")
     g.add_argument("--course", default=".", help="course folder holding nbgrader_config.py (default: .)")
     g.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     g.add_argument("--workers", type=int, help="workers of the local cluster (default: one per core)")
     g.add_argument("--mode", choices=["quick", "full"], help="grading mode (default: nbgrader_config.py's)")
     g.add_argument("--student", action="append", help="grade only this student (repeatable)")
-    g.add_argument("--force", action="store_true", help="grade again even when the submission has not changed")
-    g.add_argument("--timeout", type=int, help="seconds per cell (default: nbgrader_config.py's Execute.timeout)")
-    g.add_argument("--unsandboxed", action="store_true",
-                   help="run student code without the sandbox (with your rights): only for trusted notebooks")
+    g.add_argument(
+        "--force", action="store_true", help="grade again even when the submission has not changed"
+    )
+    g.add_argument(
+        "--timeout", type=int, help="seconds per cell (default: nbgrader_config.py's Execute.timeout)"
+    )
+    g.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run student code without the sandbox (with your rights): only for trusted notebooks",
+    )
     e = sub.add_parser("export", help="export grades: nbgrader CSV, Canvas CSV, Gradescope results.json")
     e.add_argument("--course", default=".", help="course folder holding nbgrader_config.py (default: .)")
     e.add_argument("--format", choices=["nbgrader", "canvas", "gradescope"], default="canvas")
@@ -102,9 +124,17 @@ def main(argv=None) -> int:
         from .grading import _engine
 
         try:
-            rows = _engine.grade(args.name, course_root=args.course, scheduler=args.scheduler, workers=args.workers,
-                                 mode=args.mode, students=args.student, force=args.force,
-                                 sandbox=not args.unsandboxed, timeout=args.timeout)
+            rows = _engine.grade(
+                args.name,
+                course_root=args.course,
+                scheduler=args.scheduler,
+                workers=args.workers,
+                mode=args.mode,
+                students=args.student,
+                force=args.force,
+                sandbox=not args.unsandboxed,
+                timeout=args.timeout,
+            )
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"sccourse grade: {err}", file=sys.stderr)
             return 2
@@ -132,9 +162,16 @@ def main(argv=None) -> int:
     mir = datasets.mirror()
     print(f"cache:  {datasets.cache_dir()}\nmirror: {mir}\n")
     print(datasets.available().to_string())
-    if mir is not None and not mir.startswith(("http://", "https://", "file://")) and not Path(mir).expanduser().is_dir():
-        print(f"\nsccourse data: the mirror folder {mir} does not exist (SCCOURSE_DATA_MIRROR); point it at the folder "
-              "that holds the data files", file=sys.stderr)
+    if (
+        mir is not None
+        and not mir.startswith(("http://", "https://", "file://"))
+        and not Path(mir).expanduser().is_dir()
+    ):
+        print(
+            f"\nsccourse data: the mirror folder {mir} does not exist (SCCOURSE_DATA_MIRROR); point it at the folder "
+            "that holds the data files",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

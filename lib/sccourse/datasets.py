@@ -79,7 +79,8 @@ def cache_dir() -> Path:
     if path.exists() and not path.is_dir():
         raise DataUnavailableError(
             f"the data cache {path} is a file, not a folder: point SCCOURSE_DATA_DIR at a folder (or unset it to use "
-            f"{_PROJECT_ROOT / 'data' / 'cache'})")
+            f"{_PROJECT_ROOT / 'data' / 'cache'})"
+        )
     return path
 
 
@@ -90,11 +91,13 @@ def _writable_dir(path: Path) -> Path:
     except (PermissionError, FileExistsError, NotADirectoryError, OSError) as err:
         raise DataUnavailableError(
             f"cannot create the data cache folder {path} ({type(err).__name__}: {err}); set SCCOURSE_DATA_DIR to a "
-            "folder you can write to") from err
+            "folder you can write to"
+        ) from err
     if not os.access(path, os.W_OK | os.X_OK):
         raise DataUnavailableError(
             f"the data cache folder {path} is not writable; set SCCOURSE_DATA_DIR to a folder you can write to "
-            "(or put the files in a local mirror folder: SCCOURSE_DATA_MIRROR)")
+            "(or put the files in a local mirror folder: SCCOURSE_DATA_MIRROR)"
+        )
     return path
 
 
@@ -112,7 +115,8 @@ def download_deadline() -> float:
 
 def mirror() -> str | None:
     """The mirror location: ``SCCOURSE_DATA_MIRROR`` (a folder path or an http(s) URL); when that is unset,
-    a ``shared/data`` folder beside the project checkout if there is one; else None."""
+    a ``shared/data`` folder beside the project checkout if there is one; else None.
+    """
     value = os.environ.get("SCCOURSE_DATA_MIRROR", "").strip()
     if value:
         return value
@@ -134,11 +138,19 @@ def available() -> pd.DataFrame:
         paths = [f["path"] for f in entry["files"].values()]
         in_cache = bool(paths) and all((cache_dir() / p).exists() for p in paths)
         in_mirror = (
-            bool(paths) and mir is not None and not _is_url(mir) and all((Path(mir) / p).exists() for p in paths)
+            bool(paths)
+            and mir is not None
+            and not _is_url(mir)
+            and all((Path(mir) / p).exists() for p in paths)
         )
         rows.append(
-            dict(name=name, title=entry["title"], in_cache=in_cache, in_mirror=in_mirror,
-                 has_upstream=bool(entry["upstream"]))
+            dict(
+                name=name,
+                title=entry["title"],
+                in_cache=in_cache,
+                in_mirror=in_mirror,
+                has_upstream=bool(entry["upstream"]),
+            )
         )
     return pd.DataFrame(rows).set_index("name")
 
@@ -187,7 +199,9 @@ class _DeadlineDownloader:
         import requests
 
         expired = threading.Event()
-        with requests.get(url, stream=True, timeout=(min(15.0, self.deadline), min(60.0, self.deadline))) as response:
+        with requests.get(
+            url, stream=True, timeout=(min(15.0, self.deadline), min(60.0, self.deadline))
+        ) as response:
             response.raise_for_status()
 
             def stop():  # a server that trickles bytes never trips the read timeout: cut the connection
@@ -214,15 +228,18 @@ class _DeadlineDownloader:
                     written += len(chunk)
             except Exception:
                 if expired.is_set():
-                    raise TimeoutError(f"the download took longer than {self.deadline:g} s "
-                                       "(SCCOURSE_DOWNLOAD_TIMEOUT)") from None
+                    raise TimeoutError(
+                        f"the download took longer than {self.deadline:g} s (SCCOURSE_DOWNLOAD_TIMEOUT)"
+                    ) from None
                 raise
             finally:
                 timer.cancel()
                 if out is not output_file:
                     out.close()
             if expired.is_set():
-                raise TimeoutError(f"the download took longer than {self.deadline:g} s (SCCOURSE_DOWNLOAD_TIMEOUT)")
+                raise TimeoutError(
+                    f"the download took longer than {self.deadline:g} s (SCCOURSE_DOWNLOAD_TIMEOUT)"
+                )
             if expected is not None and written != int(expected):
                 raise OSError(f"the connection closed after {written} of {expected} bytes")
 
@@ -231,7 +248,7 @@ _STALE_SECONDS = 3600
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
-    """pooch downloads into ``tmp*`` files beside the target; a process killed mid-download leaves one behind."""
+    """Pooch downloads into ``tmp*`` files beside the target; a process killed mid-download leaves one behind."""
     if not folder.is_dir():
         return
     now = time.time()
@@ -246,15 +263,22 @@ def _remove_stale_temporaries(folder: Path) -> None:
 def _download(url: str, *, sha256: str | None, dest_dir: Path, fname: str, what: str) -> Path:
     """Download ``url`` into ``dest_dir/fname`` with pooch; atomic, hash-checked when a hash is known, within the
     overall deadline of :func:`download_deadline`. Network and HTTP failures become :class:`DataUnavailableError`
-    naming the URL."""
+    naming the URL.
+    """
     import pooch
 
     _writable_dir(dest_dir)
     _remove_stale_temporaries(dest_dir)
     known = f"sha256:{sha256}" if sha256 else None
     try:
-        path = pooch.retrieve(url, known_hash=known, fname=fname, path=dest_dir, progressbar=False,
-                              downloader=_DeadlineDownloader(download_deadline()))
+        path = pooch.retrieve(
+            url,
+            known_hash=known,
+            fname=fname,
+            path=dest_dir,
+            progressbar=False,
+            downloader=_DeadlineDownloader(download_deadline()),
+        )
     except ValueError as err:  # pooch's hash mismatch: the temporary file is already removed
         raise DataIntegrityError(
             f"{what}: downloaded file from {url} failed its check ({err}). Nothing was written to {dest_dir}."
@@ -284,8 +308,10 @@ def _fetch_file(name: str, key: str) -> Path:
                 cached.unlink()
             except OSError:
                 raise err from None
-            warnings.warn(f"{name}: the cached {cached} was corrupt and has been removed; getting a verified copy",
-                          stacklevel=3)
+            warnings.warn(
+                f"{name}: the cached {cached} was corrupt and has been removed; getting a verified copy",
+                stacklevel=3,
+            )
     mir = mirror()
     if mir is not None and not _is_url(mir):
         candidate = Path(mir).expanduser() / rel
@@ -322,7 +348,8 @@ def _load_upstream(name: str, key: str = "counts") -> ad.AnnData:
     if spec is None:
         rel = _registry()[name]["files"].get(key, {}).get("path", name)
         raise DataUnavailableError(
-            _how_to_get(name, rel) + " This dataset has no open-format public source that sccourse can parse, "
+            _how_to_get(name, rel)
+            + " This dataset has no open-format public source that sccourse can parse, "
             "so the mirror is the only way to get it."
         )
     url = spec["url"]
@@ -346,7 +373,9 @@ def _load_upstream(name: str, key: str = "counts") -> ad.AnnData:
         path.unlink(missing_ok=True)  # never keep a file that did not parse or check
         if isinstance(err, DataIntegrityError):
             raise
-        raise DataIntegrityError(f"{name}: could not parse the upstream file {path} ({err}); it was removed.") from err
+        raise DataIntegrityError(
+            f"{name}: could not parse the upstream file {path} ({err}); it was removed."
+        ) from err
     return adata
 
 
@@ -491,7 +520,9 @@ def _say_once(key: str, text: str) -> None:
         print(text)
 
 
-def baron_mouse_pancreas(*, mice: tuple[str, ...] | str | None = None, require_all: bool = False) -> ad.AnnData:
+def baron_mouse_pancreas(
+    *, mice: tuple[str, ...] | str | None = None, require_all: bool = False
+) -> ad.AnnData:
     """Baron et al. 2016 mouse pancreas (inDrop UMI counts), the mice concatenated.
 
     Parameters
@@ -513,8 +544,11 @@ def baron_mouse_pancreas(*, mice: tuple[str, ...] | str | None = None, require_a
     if mice is None:
         local = tuple(m for m in ("mouse1", "mouse2") if _is_local(f"baron_{m}"))
         if local and len(local) < 2:
-            _say_once("baron", f"baron_mouse_pancreas: loading {', '.join(local)} (found locally); the other mouse is "
-                               "not in the cache or the mirror (mice=('mouse1', 'mouse2') downloads it)")
+            _say_once(
+                "baron",
+                f"baron_mouse_pancreas: loading {', '.join(local)} (found locally); the other mouse is "
+                "not in the cache or the mirror (mice=('mouse1', 'mouse2') downloads it)",
+            )
         mice = local or ("mouse1", "mouse2")
     if isinstance(mice, str):
         mice = (mice,)
@@ -538,7 +572,11 @@ def baron_mouse_pancreas(*, mice: tuple[str, ...] | str | None = None, require_a
         raise DataUnavailableError("; ".join(str(e) for _, e in missing))
     for m, err in missing:
         warnings.warn(f"baron_mouse_pancreas: {m} skipped ({err})", stacklevel=2)
-    adata = ad.concat(parts.values(), join="inner", merge="same") if len(parts) > 1 else next(iter(parts.values()))
+    adata = (
+        ad.concat(parts.values(), join="inner", merge="same")
+        if len(parts) > 1
+        else next(iter(parts.values()))
+    )
     adata.obs["cell_type"] = adata.obs["cell_type"].astype("category")
     adata.obs["batch"] = adata.obs["batch"].astype("category")
     adata.uns["dataset"] = "baron_mouse_pancreas"
@@ -546,7 +584,7 @@ def baron_mouse_pancreas(*, mice: tuple[str, ...] | str | None = None, require_a
 
 
 def pancreas_endocrinogenesis() -> ad.AnnData:
-    """scVelo's E15.5 pancreas: 3,696 cells, spliced counts in ``.X`` and layers spliced/unspliced.
+    """ScVelo's E15.5 pancreas: 3,696 cells, spliced counts in ``.X`` and layers spliced/unspliced.
 
     The mirror holds 2,000 genes; the upstream file all 27,998. ``obs``: ``clusters``, ``clusters_coarse``.
     """
@@ -634,10 +672,10 @@ def synthetic(
         check_int(v, name, minimum=1)
     check_int(n_markers, "n_markers", minimum=0)
     if n_markers * n_types > n_genes:
-        raise ValueError(
-            f"n_markers * n_types ({n_markers} * {n_types}) must not exceed n_genes ({n_genes})"
-        )
-    for name, v in dict(fold_change=fold_change, dispersion=dispersion, mean_library_size=mean_library_size).items():
+        raise ValueError(f"n_markers * n_types ({n_markers} * {n_types}) must not exceed n_genes ({n_genes})")
+    for name, v in dict(
+        fold_change=fold_change, dispersion=dispersion, mean_library_size=mean_library_size
+    ).items():
         check_float(v, name, minimum=0.0, strict=True)
     seed = check_seed(seed)
     rng = np.random.default_rng(seed)
@@ -646,7 +684,7 @@ def synthetic(
     marker_of = np.full(n_genes, -1)
     perm = rng.permutation(n_genes)
     for t in range(n_types):
-        idx = perm[t * n_markers:(t + 1) * n_markers]
+        idx = perm[t * n_markers : (t + 1) * n_markers]
         profiles[t, idx] *= fold_change
         marker_of[idx] = t
     profiles *= mean_library_size / profiles.sum(axis=1, keepdims=True)
@@ -662,7 +700,9 @@ def synthetic(
     X = sp.vstack(blocks, format="csr")
     obs = pd.DataFrame(
         {
-            "cell_type": pd.Categorical([f"type_{t}" for t in types], categories=[f"type_{t}" for t in range(n_types)]),
+            "cell_type": pd.Categorical(
+                [f"type_{t}" for t in types], categories=[f"type_{t}" for t in range(n_types)]
+            ),
             "size_factor": size_factor,
         },
         index=[f"cell_{i:06d}" for i in range(n_cells)],
@@ -671,8 +711,12 @@ def synthetic(
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.varm["true_mean_profile"] = profiles.T.copy()
     adata.uns["synthetic"] = dict(
-        n_types=n_types, n_markers=n_markers, fold_change=fold_change, dispersion=dispersion,
-        mean_library_size=mean_library_size, seed=seed,
+        n_types=n_types,
+        n_markers=n_markers,
+        fold_change=fold_change,
+        dispersion=dispersion,
+        mean_library_size=mean_library_size,
+        seed=seed,
     )
     return adata
 

@@ -61,8 +61,10 @@ def _data_matrix(Y, *, name: str = "Y", use_rep: str | None = None) -> np.ndarra
             if use_rep is not None and use_rep in Y.obsm:
                 Y = Y.obsm[use_rep]
             elif use_rep is not None and use_rep != "X":
-                raise ValueError(f"{name}: AnnData has no obsm[{use_rep!r}] (present: {list(Y.obsm)}); "
-                                 "run a PCA first or pass use_rep='X'")
+                raise ValueError(
+                    f"{name}: AnnData has no obsm[{use_rep!r}] (present: {list(Y.obsm)}); "
+                    "run a PCA first or pass use_rep='X'"
+                )
             else:
                 Y = Y.X
     except ImportError:  # pragma: no cover
@@ -91,8 +93,10 @@ def _check_perplexity(perplexity, n: int) -> float:
     if not (perplexity > 1.0) or not math.isfinite(perplexity):
         raise ValueError(f"perplexity must be a finite number > 1, got {perplexity}")
     if perplexity >= n - 1:
-        raise ValueError(f"perplexity ({perplexity:g}) must be smaller than the number of cells - 1 ({n - 1}); "
-                         "lower the perplexity or embed more cells")
+        raise ValueError(
+            f"perplexity ({perplexity:g}) must be smaller than the number of cells - 1 ({n - 1}); "
+            "lower the perplexity or embed more cells"
+        )
     return perplexity
 
 
@@ -181,8 +185,10 @@ def entropic_affinities(
         if k > n - 1:
             raise ValueError(f"n_neighbors ({k}) must be at most N - 1 = {n - 1}")
     if perplexity >= k:
-        raise ValueError(f"perplexity ({perplexity:g}) must be smaller than n_neighbors ({k}): the entropy of "
-                         f"{k} neighbours is at most log({k})")
+        raise ValueError(
+            f"perplexity ({perplexity:g}) must be smaller than n_neighbors ({k}): the entropy of "
+            f"{k} neighbours is at most log({k})"
+        )
     if not (tol > 0):
         raise ValueError(f"tol must be positive, got {tol}")
     max_iter = _positive_int(max_iter, "max_iter")
@@ -207,8 +213,9 @@ def entropic_affinities(
     conv = torch.empty(n, dtype=torch.bool, device=dev)
     for i0 in range(0, n, chunk):
         i1 = min(n, i0 + chunk)
-        P[i0:i1], beta[i0:i1], conv[i0:i1] = K.calibrate(d2[i0:i1], perplexity, method=method, tol=tol,
-                                                         max_iter=max_iter)
+        P[i0:i1], beta[i0:i1], conv[i0:i1] = K.calibrate(
+            d2[i0:i1], perplexity, method=method, tol=tol, max_iter=max_iter
+        )
     idx_np = idx.cpu().numpy()
     W = K.symmetrise(idx_np, P.cpu().numpy(), n)
     if return_info:
@@ -217,8 +224,9 @@ def entropic_affinities(
     return W
 
 
-def repulsive_weights(Y=None, *, kind: str = "uniform", n: int | None = None, use_rep: str | None = "X_pca",
-                      device="auto") -> K.RepulsiveWeights:
+def repulsive_weights(
+    Y=None, *, kind: str = "uniform", n: int | None = None, use_rep: str | None = "X_pca", device="auto"
+) -> K.RepulsiveWeights:
     """Repulsive weights w⁻ as a lazy, block-wise object (no N × N matrix is stored).
 
     ``kind="uniform"``: ``w⁻_nm = 1/N²`` (n ≠ m); give ``n`` or ``Y``.
@@ -229,12 +237,15 @@ def repulsive_weights(Y=None, *, kind: str = "uniform", n: int | None = None, us
         raise ValueError(f"kind must be 'uniform' or 'distance', got {kind!r}")
     if kind == "distance" or n is None:
         if Y is None:
-            raise ValueError(f"repulsive_weights(kind={kind!r}) needs the data Y" +
-                             ("" if kind == "distance" else " or the number of cells n"))
+            raise ValueError(
+                f"repulsive_weights(kind={kind!r}) needs the data Y"
+                + ("" if kind == "distance" else " or the number of cells n")
+            )
         Yn = _data_matrix(Y, use_rep=use_rep)
         n = Yn.shape[0]
-        return K.RepulsiveWeights(n, kind, Y=torch.as_tensor(Yn, device=get_device(device)) if kind == "distance"
-                                  else None)
+        return K.RepulsiveWeights(
+            n, kind, Y=torch.as_tensor(Yn, device=get_device(device)) if kind == "distance" else None
+        )
     return K.RepulsiveWeights(_positive_int(n, "n", minimum=2), "uniform")
 
 
@@ -244,7 +255,7 @@ def _max_asymmetry(W) -> float:
     n, t, worst = Wt.shape[0], 512, 0.0
     for i in range(0, n, t):
         for j in range(i, n, t):
-            worst = max(worst, float((Wt[i:i + t, j:j + t] - Wt[j:j + t, i:i + t].T).abs().max()))
+            worst = max(worst, float((Wt[i : i + t, j : j + t] - Wt[j : j + t, i : i + t].T).abs().max()))
     return worst
 
 
@@ -256,7 +267,9 @@ def _as_wneg(Wneg, n: int, device) -> K.RepulsiveWeights:
             raise ValueError(f"Wneg is for {Wneg.n} cells but the embedding has {n}")
         return Wneg
     if isinstance(Wneg, str):
-        raise TypeError(f"Wneg must be None, 'uniform', repulsive_weights(...) or an N × N array; got {Wneg!r}")
+        raise TypeError(
+            f"Wneg must be None, 'uniform', repulsive_weights(...) or an N × N array; got {Wneg!r}"
+        )
     if sp.issparse(Wneg):
         Wneg = Wneg.toarray()
     Wt = torch.as_tensor(np.asarray(Wneg, dtype=np.float64) if not isinstance(Wneg, torch.Tensor) else Wneg)
@@ -308,8 +321,16 @@ def _as_embedding(X, name: str = "X"):
 # --------------------------------------------------------------------------------------
 # objective
 # --------------------------------------------------------------------------------------
-def ee_objective(X, Wpos, lam: float = 1.0, *, Wneg=None, return_grad: bool = False,
-                 max_block_mb: float = K.DEFAULT_BLOCK_MB, device="auto"):
+def ee_objective(
+    X,
+    Wpos,
+    lam: float = 1.0,
+    *,
+    Wneg=None,
+    return_grad: bool = False,
+    max_block_mb: float = K.DEFAULT_BLOCK_MB,
+    device="auto",
+):
     """Elastic-embedding objective (and optionally its analytic gradient).
 
     ``E(X) = Σ_nm w⁺_nm ‖x_n − x_m‖² + λ Σ_nm w⁻_nm exp(−‖x_n − x_m‖²)``,
@@ -351,10 +372,13 @@ def ee_objective(X, Wpos, lam: float = 1.0, *, Wneg=None, return_grad: bool = Fa
     return value, grad.cpu().numpy()
 
 
-def ee_gradient(X, Wpos, lam: float = 1.0, *, Wneg=None, max_block_mb: float = K.DEFAULT_BLOCK_MB,
-                device="auto"):
+def ee_gradient(
+    X, Wpos, lam: float = 1.0, *, Wneg=None, max_block_mb: float = K.DEFAULT_BLOCK_MB, device="auto"
+):
     """Analytic gradient ``4 (L⁺ − λ L̃⁻) X`` of :func:`ee_objective` (same arguments)."""
-    return ee_objective(X, Wpos, lam, Wneg=Wneg, return_grad=True, max_block_mb=max_block_mb, device=device)[1]
+    return ee_objective(X, Wpos, lam, Wneg=Wneg, return_grad=True, max_block_mb=max_block_mb, device=device)[
+        1
+    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -365,8 +389,9 @@ def _prepare_affinities(Y, Wpos, *, perplexity, n_neighbors, affinity, use_rep, 
         return _check_wpos(Wpos, None if Y is None else Y.shape[0])
     if Y is None:
         raise ValueError("give the data Y (cells × features) or precomputed affinities Wpos")
-    return entropic_affinities(Y, perplexity, n_neighbors=n_neighbors, method=affinity, use_rep=None,
-                               device=device, seed=seed)
+    return entropic_affinities(
+        Y, perplexity, n_neighbors=n_neighbors, method=affinity, use_rep=None, device=device, seed=seed
+    )
 
 
 def _write_back(adata, key: str, X: np.ndarray) -> None:
@@ -435,12 +460,28 @@ class ElasticEmbedding:
     n_iter_ : int
     """
 
-    def __init__(self, n_components: int = 2, *, lam: float = 1.0, perplexity: float = 30.0,
-                 n_neighbors=None, affinity: str = "ea", repulsion: str = "uniform",
-                 optimizer: str = "spectral", max_iter: int = 200, tol: float = 1e-5, init="random",
-                 c: float = 1e-4, rho: float = 0.5, target: float | None = None,
-                 max_block_mb: float = K.DEFAULT_BLOCK_MB, dtype: torch.dtype | None = None, device="auto",
-                 seed: int = 0, progress: bool = False):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        lam: float = 1.0,
+        perplexity: float = 30.0,
+        n_neighbors=None,
+        affinity: str = "ea",
+        repulsion: str = "uniform",
+        optimizer: str = "spectral",
+        max_iter: int = 200,
+        tol: float = 1e-5,
+        init="random",
+        c: float = 1e-4,
+        rho: float = 0.5,
+        target: float | None = None,
+        max_block_mb: float = K.DEFAULT_BLOCK_MB,
+        dtype: torch.dtype | None = None,
+        device="auto",
+        seed: int = 0,
+        progress: bool = False,
+    ):
         self.n_components = _positive_int(n_components, "n_components")
         if dtype not in (None, torch.float32, torch.float64):
             raise ValueError(f"dtype must be None, torch.float32 or torch.float64, got {dtype!r}")
@@ -457,7 +498,9 @@ class ElasticEmbedding:
         if not (tol >= 0):
             raise ValueError(f"tol must be >= 0, got {tol}")
         if not (0 < c < 1) or not (0 < rho < 1):
-            raise ValueError(f"line-search constants must satisfy 0 < c < 1 and 0 < rho < 1, got c={c}, rho={rho}")
+            raise ValueError(
+                f"line-search constants must satisfy 0 < c < 1 and 0 < rho < 1, got c={c}, rho={rho}"
+            )
         self.tol, self.init, self.c, self.rho = float(tol), init, float(c), float(rho)
         self.max_block_mb, self.device, self.seed, self.progress = max_block_mb, device, seed, progress
 
@@ -474,26 +517,46 @@ class ElasticEmbedding:
             del L
             up = low.T.contiguous()
             # two triangular solves (L y = G, Lᵀ p = y): the same numbers as cholesky_solve, about twice as fast
-            return lambda G: -torch.linalg.solve_triangular(
-                up, torch.linalg.solve_triangular(low, G, upper=False), upper=True)
+            return lambda G: (
+                -torch.linalg.solve_triangular(
+                    up, torch.linalg.solve_triangular(low, G, upper=False), upper=True
+                )
+            )
         from scipy.sparse.linalg import splu
 
         L = 4.0 * prob.laplacian_scipy()
         eps = _SPECTRAL_EPS * float(L.diagonal().mean())
         lu = splu((L + eps * sp.identity(n)).tocsc())
-        return lambda G: -torch.as_tensor(lu.solve(G.cpu().numpy().astype(np.float64)), dtype=G.dtype,
-                                          device=G.device)
+        return lambda G: (
+            -torch.as_tensor(lu.solve(G.cpu().numpy().astype(np.float64)), dtype=G.dtype, device=G.device)
+        )
 
-    def fit(self, Y=None, *, Wpos=None, Wneg=None, init=None, use_rep: str | None = "X_pca",
-            key_added: str = "X_ee") -> ElasticEmbedding:
+    def fit(
+        self,
+        Y=None,
+        *,
+        Wpos=None,
+        Wneg=None,
+        init=None,
+        use_rep: str | None = "X_pca",
+        key_added: str = "X_ee",
+    ) -> ElasticEmbedding:
         """Embed ``Y`` (or the graph ``Wpos``). AnnData in → ``obsm[key_added]`` written."""
         from tqdm.auto import tqdm
 
         adata = Y
         Yn = None if Y is None else _data_matrix(Y, use_rep=use_rep)
         dev = get_device(self.device)
-        W = _prepare_affinities(Yn, Wpos, perplexity=self.perplexity, n_neighbors=self.n_neighbors,
-                                affinity=self.affinity, use_rep=use_rep, device=dev, seed=self.seed)
+        W = _prepare_affinities(
+            Yn,
+            Wpos,
+            perplexity=self.perplexity,
+            n_neighbors=self.n_neighbors,
+            affinity=self.affinity,
+            use_rep=use_rep,
+            device=dev,
+            seed=self.seed,
+        )
         n = W.shape[0]
         if Wneg is None and self.repulsion == "distance":
             if Yn is None:
@@ -563,8 +626,9 @@ class ElasticEmbedding:
                 if dtype == torch.float64:
                     break
                 if exact is None:
-                    exact = K.EEProblem(W, wneg, self.lam, device=dev, dtype=torch.float64,
-                                        max_block_mb=self.max_block_mb)
+                    exact = K.EEProblem(
+                        W, wneg, self.lam, device=dev, dtype=torch.float64, max_block_mb=self.max_block_mb
+                    )
                 if exact.value_and_grad(X.to(torch.float64), need_grad=False)[0] <= self.target:
                     break
         bar.close()
@@ -603,8 +667,14 @@ def _mlp(d_in: int, hidden: tuple[int, ...], d_out: int) -> torch.nn.Module:
     return torch.nn.Sequential(*layers)
 
 
-def mlp(d_in: int, hidden: tuple[int, ...] = (64, 32), d_out: int = 2, *, seed: int = 0,
-        dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+def mlp(
+    d_in: int,
+    hidden: tuple[int, ...] = (64, 32),
+    d_out: int = 2,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> torch.nn.Module:
     """The network of :class:`NeuralEE`: ``Linear → ELU`` per hidden width, then ``Linear`` to ``d_out``.
 
     Weights are PyTorch's default initialisation drawn under ``torch.manual_seed(seed)`` (the global torch
@@ -625,15 +695,26 @@ def dense_ee_loss(X: torch.Tensor, Wp: torch.Tensor, Wn: torch.Tensor, lam: floa
     Forms N × N temporaries: for small N and mini-batches (:func:`ee_objective` is the blocked version).
     """
     if X.ndim != 2 or Wp.shape != (X.shape[0], X.shape[0]) or Wn.shape != Wp.shape:
-        raise ValueError(f"X must be N × d and Wp, Wn N × N; got {tuple(X.shape)}, {tuple(Wp.shape)}, "
-                         f"{tuple(Wn.shape)}")
+        raise ValueError(
+            f"X must be N × d and Wp, Wn N × N; got {tuple(X.shape)}, {tuple(Wp.shape)}, {tuple(Wn.shape)}"
+        )
     sq = (X * X).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)).clamp_min(0.0)
     return (Wp * d2).sum() + lam * (Wn * torch.exp(-d2)).sum()
 
 
-def train_ee_network(net: torch.nn.Module, Y, Wpos, lam: float, *, batch_size: int = 250, epochs: int = 30,
-                     lr: float = 3e-3, seed: int = 0, batches=None) -> tuple[list[float], np.ndarray]:
+def train_ee_network(
+    net: torch.nn.Module,
+    Y,
+    Wpos,
+    lam: float,
+    *,
+    batch_size: int = 250,
+    epochs: int = 30,
+    lr: float = 3e-3,
+    seed: int = 0,
+    batches=None,
+) -> tuple[list[float], np.ndarray]:
     """Train ``net`` in place on the mini-batch EE loss: the plain NeuralEE loop, in the network's dtype.
 
     Inputs are standardised as ``(Y − mean over cells) / (one standard deviation over all entries)``. Every
@@ -678,8 +759,9 @@ def train_ee_network(net: torch.nn.Module, Y, Wpos, lam: float, *, batch_size: i
     return losses, coverage
 
 
-def batch_ee_loss(Xb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, w: torch.Tensor,
-                  wneg: torch.Tensor, lam: float) -> torch.Tensor:
+def batch_ee_loss(
+    Xb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, w: torch.Tensor, wneg: torch.Tensor, lam: float
+) -> torch.Tensor:
     """EE loss of a batch embedding ``Xb`` (b × d), differentiable by autograd.
 
     Attractive term over the listed edges ``Σ_e w_e ‖x_rows[e] − x_cols[e]‖²`` plus
@@ -692,7 +774,8 @@ def batch_ee_loss(Xb: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, w: t
 class _Repulsion(torch.autograd.Function):
     """``Σ_nm w⁻_nm exp(−‖x_n − x_m‖²)`` for a symmetric ``w⁻``, with its gradient
     ``−4 (diag(K1) − K) X`` (``K = w⁻ ∘ exp(−D²)``) computed in the same blocked pass, so neither the
-    forward nor the backward pass keeps a b × b intermediate alive."""
+    forward nor the backward pass keeps a b × b intermediate alive.
+    """
 
     @staticmethod
     def forward(ctx, X, wneg):
@@ -740,11 +823,25 @@ class NeuralEE:
     net_ : torch.nn.Module
     """
 
-    def __init__(self, n_components: int = 2, *, lam: float = 1.0, perplexity: float = 30.0,
-                 n_neighbors=None, affinity: str = "ea", repulsion: str = "uniform",
-                 hidden: tuple[int, ...] = (256, 128), batch_size: float = 1.0, epochs: int = 200,
-                 lr: float = 1e-3, weight_decay: float = 0.0, attraction: str = "global", device="auto",
-                 seed: int = 0, progress: bool = True):
+    def __init__(
+        self,
+        n_components: int = 2,
+        *,
+        lam: float = 1.0,
+        perplexity: float = 30.0,
+        n_neighbors=None,
+        affinity: str = "ea",
+        repulsion: str = "uniform",
+        hidden: tuple[int, ...] = (256, 128),
+        batch_size: float = 1.0,
+        epochs: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        attraction: str = "global",
+        device="auto",
+        seed: int = 0,
+        progress: bool = True,
+    ):
         self.n_components = _positive_int(n_components, "n_components")
         self.lam = _check_lam(lam)
         self.perplexity, self.n_neighbors, self.affinity = perplexity, n_neighbors, affinity
@@ -763,7 +860,12 @@ class NeuralEE:
             raise ValueError(f"an integer batch_size must be >= 2, got {batch_size}")
         if not (lr > 0):
             raise ValueError(f"lr must be positive, got {lr}")
-        self.repulsion, self.attraction, self.hidden, self.batch_size = repulsion, attraction, hidden, batch_size
+        self.repulsion, self.attraction, self.hidden, self.batch_size = (
+            repulsion,
+            attraction,
+            hidden,
+            batch_size,
+        )
         self.epochs = _positive_int(epochs, "epochs")
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.device, self.seed, self.progress = device, seed, progress
@@ -787,14 +889,27 @@ class NeuralEE:
         perplexity = _check_perplexity(self.perplexity, n)
         b = self._batch_size(n)
         if self.attraction == "batch" and perplexity >= b - 1:
-            raise ValueError(f"attraction='batch' needs batch_size ({b}) > perplexity + 1 ({perplexity + 1:g})")
+            raise ValueError(
+                f"attraction='batch' needs batch_size ({b}) > perplexity + 1 ({perplexity + 1:g})"
+            )
         W = None
         if self.attraction == "global":
-            W = _prepare_affinities(Yn, Wpos, perplexity=perplexity, n_neighbors=self.n_neighbors,
-                                    affinity=self.affinity, use_rep=None, device=dev, seed=self.seed)
+            W = _prepare_affinities(
+                Yn,
+                Wpos,
+                perplexity=perplexity,
+                n_neighbors=self.n_neighbors,
+                affinity=self.affinity,
+                use_rep=None,
+                device=dev,
+                seed=self.seed,
+            )
             W = sp.csr_matrix(W)
-        wneg = _as_wneg("uniform" if self.repulsion == "uniform" else
-                        repulsive_weights(Yn, kind="distance", device=dev), n, dev).to(dev, torch.float32)
+        wneg = _as_wneg(
+            "uniform" if self.repulsion == "uniform" else repulsive_weights(Yn, kind="distance", device=dev),
+            n,
+            dev,
+        ).to(dev, torch.float32)
         self.mean_ = Yn.mean(0)
         self.scale_ = float(Yn.std()) or 1.0
         Yt = torch.as_tensor(self._standardise(Yn), dtype=torch.float32, device=dev)
@@ -834,8 +949,15 @@ class NeuralEE:
                             full_wneg = wneg.sub(Bt, torch.float32)
                         wneg_b = full_wneg
                 else:
-                    Wb = entropic_affinities(Yn[B], perplexity, n_neighbors=None, method=self.affinity,
-                                             use_rep=None, device=dev, seed=self.seed).tocoo()
+                    Wb = entropic_affinities(
+                        Yn[B],
+                        perplexity,
+                        n_neighbors=None,
+                        method=self.affinity,
+                        use_rep=None,
+                        device=dev,
+                        seed=self.seed,
+                    ).tocoo()
                     r, c, w = Wb.row, Wb.col, Wb.data
                     scale = 1.0
                     wneg_b = torch.full((nb, nb), 1.0 / (nb * nb), dtype=torch.float32, device=dev)
@@ -850,8 +972,15 @@ class NeuralEE:
                 opt.step()
                 total += float(loss.detach()) * nb
                 seen += nb
-            rows_out.append({"epoch": epoch, "loss": total / seen, "n_batches": len(batches), "cells_seen": seen,
-                                 "time_s": time.perf_counter() - t0})
+            rows_out.append(
+                {
+                    "epoch": epoch,
+                    "loss": total / seen,
+                    "n_batches": len(batches),
+                    "cells_seen": seen,
+                    "time_s": time.perf_counter() - t0,
+                }
+            )
             bar.set_postfix(loss=f"{total / seen:.5g}")
         bar.close()
         self.net_ = net.eval()
@@ -871,11 +1000,13 @@ class NeuralEE:
             raise ValueError("this NeuralEE is not fitted yet; call fit(Y) first")
         Yn = _data_matrix(Y, use_rep=use_rep)
         if Yn.shape[1] != self.n_features_in_:
-            raise ValueError(f"Y has {Yn.shape[1]} features but the network was trained on {self.n_features_in_}")
+            raise ValueError(
+                f"Y has {Yn.shape[1]} features but the network was trained on {self.n_features_in_}"
+            )
         dev = next(self.net_.parameters()).device
         out = []
         for i0 in range(0, Yn.shape[0], chunk):
-            Yt = torch.as_tensor(self._standardise(Yn[i0:i0 + chunk]), dtype=torch.float32, device=dev)
+            Yt = torch.as_tensor(self._standardise(Yn[i0 : i0 + chunk]), dtype=torch.float32, device=dev)
             out.append(self.net_(Yt).double().cpu().numpy())
         return np.concatenate(out, 0)
 
@@ -902,8 +1033,10 @@ def fit_held_out(Y, *, train_fraction: float = 0.8, seed: int = 0, **kwargs):
         raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
     n_train = int(round(train_fraction * n))
     if not 3 <= n_train <= n - 1:
-        raise ValueError(f"train_fraction {train_fraction} of {n} cells leaves {n_train} training and "
-                         f"{n - n_train} held-out cells; need at least 3 and 1")
+        raise ValueError(
+            f"train_fraction {train_fraction} of {n} cells leaves {n_train} training and "
+            f"{n - n_train} held-out cells; need at least 3 and 1"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     train_idx, test_idx = np.sort(perm[:n_train]), np.sort(perm[n_train:])
     model = NeuralEE(seed=seed, **kwargs).fit(Yn[train_idx])

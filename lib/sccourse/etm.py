@@ -119,9 +119,19 @@ class ETM(nn.Module):
         Seed of the parameter initialisation (the global random state is left as it was).
     """
 
-    def __init__(self, n_genes: int, n_topics: int = 16, *, emb_dim: int = 400, hidden: int = 128,
-                 n_batches: int = 1, dropout: float = 0.1, mixing: str = "probability", gene_names=None,
-                 seed: int = 0):
+    def __init__(
+        self,
+        n_genes: int,
+        n_topics: int = 16,
+        *,
+        emb_dim: int = 400,
+        hidden: int = 128,
+        n_batches: int = 1,
+        dropout: float = 0.1,
+        mixing: str = "probability",
+        gene_names=None,
+        seed: int = 0,
+    ):
         super().__init__()
         self.n_genes = _check_int("n_genes", n_genes, 2)
         self.n_topics = _check_int("n_topics", n_topics, 1)
@@ -142,7 +152,10 @@ class ETM(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.encoder = nn.Sequential(
-                GeneLinear(self.n_genes, self.hidden), nn.ReLU(), nn.BatchNorm1d(self.hidden), MaskDropout(float(dropout))
+                GeneLinear(self.n_genes, self.hidden),
+                nn.ReLU(),
+                nn.BatchNorm1d(self.hidden),
+                MaskDropout(float(dropout)),
             )
             self.mu = nn.Linear(self.hidden, self.n_topics)
             self.logvar = nn.Linear(self.hidden, self.n_topics)
@@ -159,7 +172,8 @@ class ETM(nn.Module):
         """``(μ, log σ²)`` of ``q(δ | x)`` from library-size-normalised counts (cells x genes).
 
         ``sparse``: the same cells' non-zeros (``ETMData.sparse``), so that the first layer's product and
-        its weight gradient run over the non-zeros only (used while training)."""
+        its weight gradient run over the non-zeros only (used while training).
+        """
         if sparse is not None and torch.is_grad_enabled():
             h = sparse_input_linear(sparse, self.encoder[0])
             for layer in self.encoder[1:]:
@@ -172,12 +186,14 @@ class ETM(nn.Module):
         """Topic-gene distributions ``β = softmax_genes(α ρᵀ)`` (K x G, rows sum to 1)."""
         return torch.softmax(self.rho @ self.alpha.t(), dim=0).t()  # the faster GEMM layout; same numbers
 
-    def log_likelihood(self, theta: torch.Tensor, counts: torch.Tensor, batch: torch.Tensor | None = None,
-                       *, sparse=None) -> torch.Tensor:
+    def log_likelihood(
+        self, theta: torch.Tensor, counts: torch.Tensor, batch: torch.Tensor | None = None, *, sparse=None
+    ) -> torch.Tensor:
         r"""Summed ``Σ_n Σ_g x_ng log p_ng`` with ``p_n = θ_n β`` (times ``exp(b_{s_n})``, renormalised), or
         ``p_n = softmax(θ_n α ρᵀ + b_{s_n})`` with ``mixing="logit"``.
 
-        ``sparse``: the non-zeros of ``counts`` (``ETMData.sparse``), for the terms that need only those."""
+        ``sparse``: the non-zeros of ``counts`` (``ETMData.sparse``), for the terms that need only those.
+        """
         if self.batch_bias is not None and batch is None:
             raise ValueError(f"this model has {self.n_batches} batches: pass the batch of every cell")
         if self.mixing == "logit":
@@ -197,8 +213,9 @@ class ETM(nn.Module):
             ll = ll - (counts.sum(dim=1) * torch.log(z.gather(1, batch[:, None]).squeeze(1))).sum()
         return ll
 
-    def elbo_terms(self, data: ETMData, *, sample: bool = True, noise: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(
+        self, data: ETMData, *, sample: bool = True, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-cell means of the negative log-likelihood and of the KL term.
 
         ``sample=True`` draws ``δ = μ + σ ε`` (``ε`` from ``noise`` when given, else ``randn``);
@@ -223,8 +240,10 @@ class ETM(nn.Module):
         return {"nll": nll, "kl": kl}
 
     def extra_repr(self) -> str:
-        return (f"n_genes={self.n_genes}, n_topics={self.n_topics}, emb_dim={self.emb_dim}, "
-                f"hidden={self.hidden}, n_batches={self.n_batches}, mixing={self.mixing!r}")
+        return (
+            f"n_genes={self.n_genes}, n_topics={self.n_topics}, emb_dim={self.emb_dim}, "
+            f"hidden={self.hidden}, n_batches={self.n_batches}, mixing={self.mixing!r}"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -235,8 +254,15 @@ def _model_device_dtype(model: ETM) -> tuple[torch.device, torch.dtype]:
     return p.device, p.dtype
 
 
-def prepare(X, *, batch=None, layer: str | None = None, batch_key: str | None = None,
-            device="auto", dtype: torch.dtype = torch.float32) -> ETMData:
+def prepare(
+    X,
+    *,
+    batch=None,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    device="auto",
+    dtype: torch.dtype = torch.float32,
+) -> ETMData:
     """Validate counts once and hold them as dense tensors for :func:`train_step` and :func:`get_theta`.
 
     Parameters
@@ -278,7 +304,9 @@ def prepare(X, *, batch=None, layer: str | None = None, batch_key: str | None = 
             raise ValueError(f"layer {layer!r} not in adata.layers (present: {list(adata.layers)})")
         if batch_key is not None:
             if batch_key not in adata.obs:
-                raise ValueError(f"batch_key {batch_key!r} not in adata.obs (columns: {list(adata.obs.columns)})")
+                raise ValueError(
+                    f"batch_key {batch_key!r} not in adata.obs (columns: {list(adata.obs.columns)})"
+                )
             batch = adata.obs[batch_key].to_numpy()
         X = adata.layers[layer] if layer is not None else adata.X
         obs_names = list(adata.obs_names)
@@ -305,10 +333,14 @@ def _data_for(model: ETM, X, *, batch=None, layer=None, batch_key=None) -> ETMDa
     dev, dtype = _model_device_dtype(model)
     data = prepare(X, batch=batch, layer=layer, batch_key=batch_key, device=dev, dtype=dtype)
     if data.n_genes != model.n_genes:
-        raise ValueError(f"the count matrix has {data.n_genes} genes but the model was built for {model.n_genes}")
+        raise ValueError(
+            f"the count matrix has {data.n_genes} genes but the model was built for {model.n_genes}"
+        )
     if model.n_batches > 1 and data.n_batches != model.n_batches:
-        raise ValueError(f"the model has {model.n_batches} batches but the data has {data.n_batches}; "
-                         "pass batch= (or batch_key=) with the same batches the model was built for")
+        raise ValueError(
+            f"the model has {model.n_batches} batches but the data has {data.n_batches}; "
+            "pass batch= (or batch_key=) with the same batches the model was built for"
+        )
     return data
 
 
@@ -322,7 +354,9 @@ def kl_schedule(epoch: int, *, warmup: int, max_weight: float = 1.0) -> float:
     return float(max_weight) * min(1.0, epoch / warmup)
 
 
-def train_step(model: ETM, optimizer: torch.optim.Optimizer, data: ETMData, *, kl_weight: float = 1.0) -> dict:
+def train_step(
+    model: ETM, optimizer: torch.optim.Optimizer, data: ETMData, *, kl_weight: float = 1.0
+) -> dict:
     """One gradient step on ``data`` (all of it: one full-batch epoch) minimising ``nll + kl_weight · kl``.
 
     Returns
@@ -352,10 +386,25 @@ def adam(model: ETM, *, lr: float = 5e-3, weight_decay: float = 1.2e-6) -> torch
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
 
 
-def train_etm(model: ETM, adata_or_counts, *, epochs: int = 1000, batch_size: int | None = None,
-              lr: float = 5e-3, weight_decay: float = 1.2e-6, kl_weight: float = 1.0, kl_warmup: int = 300,
-              batch=None, layer: str | None = None, batch_key: str | None = None, eval_every: int = 50,
-              eval_fn=None, device="auto", seed: int = 0, progress: bool = True) -> pd.DataFrame:
+def train_etm(
+    model: ETM,
+    adata_or_counts,
+    *,
+    epochs: int = 1000,
+    batch_size: int | None = None,
+    lr: float = 5e-3,
+    weight_decay: float = 1.2e-6,
+    kl_weight: float = 1.0,
+    kl_warmup: int = 300,
+    batch=None,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    eval_every: int = 50,
+    eval_fn=None,
+    device="auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Fit an :class:`ETM` with Adam, full batch by default.
 
     Each epoch minimises ``nll + w_e · kl`` (per-cell means) with ``w_e = kl_weight · min(1, e / kl_warmup)``.
@@ -427,7 +476,7 @@ def train_etm(model: ETM, adata_or_counts, *, epochs: int = 1000, batch_size: in
             acc = {"neg_elbo": 0.0, "nll": 0.0, "kl": 0.0, "loss": 0.0}
             seen = 0
             for start in range(0, n, batch_size):
-                idx = perm[start:start + batch_size]
+                idx = perm[start : start + batch_size]
                 if idx.numel() < 2:  # batch norm needs two cells
                     continue
                 s = train_step(model, optimizer, data.subset(idx), kl_weight=w)
@@ -465,15 +514,22 @@ def _theta(model: ETM, data: ETMData, chunk: int = 16384) -> tuple[np.ndarray, n
     was_training = model.training
     model.eval()
     try:
-        mus = [model.encode(data.normalized[s:s + chunk])[0] for s in range(0, data.n_cells, chunk)]
+        mus = [model.encode(data.normalized[s : s + chunk])[0] for s in range(0, data.n_cells, chunk)]
     finally:
         model.train(was_training)
     mu = torch.cat(mus)
     return torch.softmax(mu, dim=1).cpu().numpy(), mu.cpu().numpy()
 
 
-def get_theta(model: ETM, X, *, batch=None, layer: str | None = None, batch_key: str | None = None,
-              return_delta: bool = False):
+def get_theta(
+    model: ETM,
+    X,
+    *,
+    batch=None,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    return_delta: bool = False,
+):
     """Cell topic proportions ``θ_n = softmax(μ_n)`` (encoder mean, eval mode, no gradient).
 
     Parameters
@@ -513,8 +569,9 @@ def topic_gene_weights(model: ETM, gene_names=None) -> pd.DataFrame:
     if len(names) != model.n_genes:
         raise ValueError(f"gene_names has {len(names)} entries but the model has {model.n_genes} genes")
     beta = model.beta().double().cpu().numpy().T
-    return pd.DataFrame(beta, index=pd.Index(names, name="gene"),
-                        columns=pd.RangeIndex(model.n_topics, name="topic"))
+    return pd.DataFrame(
+        beta, index=pd.Index(names, name="gene"), columns=pd.RangeIndex(model.n_topics, name="topic")
+    )
 
 
 def top_genes(weights: pd.DataFrame, n: int = 5) -> pd.DataFrame:
@@ -607,12 +664,30 @@ def resolution_scan(embedding, labels, resolutions, **options) -> pd.Series:
     return pd.Series(scores, index=pd.Index(grid, name="resolution"), name="ari")
 
 
-def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: str | None = None,
-            emb_dim: int = 400, hidden: int = 128, dropout: float = 0.1, mixing: str = "probability",
-            epochs: int = 1000,
-            batch_size: int | None = None, lr: float = 5e-3, weight_decay: float = 1.2e-6,
-            kl_weight: float = 1.0, kl_warmup: int = 300, eval_every: int = 50, eval_fn=None,
-            key_added: str = "X_etm", device="auto", seed: int = 0, n_init: int = 1, progress: bool = True):
+def fit_etm(
+    adata,
+    n_topics: int = 16,
+    *,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    emb_dim: int = 400,
+    hidden: int = 128,
+    dropout: float = 0.1,
+    mixing: str = "probability",
+    epochs: int = 1000,
+    batch_size: int | None = None,
+    lr: float = 5e-3,
+    weight_decay: float = 1.2e-6,
+    kl_weight: float = 1.0,
+    kl_warmup: int = 300,
+    eval_every: int = 50,
+    eval_fn=None,
+    key_added: str = "X_etm",
+    device="auto",
+    seed: int = 0,
+    n_init: int = 1,
+    progress: bool = True,
+):
     """Build and train an :class:`ETM` on an AnnData of raw counts and store the results in it.
 
     Writes ``obsm[key_added]`` (θ, cells x topics), ``obsm[key_added + "_delta"]`` (μ),
@@ -631,7 +706,9 @@ def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: s
     import anndata as ad
 
     if not isinstance(adata, ad.AnnData):
-        raise TypeError(f"fit_etm expects an AnnData (use ETM + train_etm for arrays), got {type(adata).__name__}")
+        raise TypeError(
+            f"fit_etm expects an AnnData (use ETM + train_etm for arrays), got {type(adata).__name__}"
+        )
     if not isinstance(key_added, str) or not key_added:
         raise ValueError(f"key_added must be a non-empty string, got {key_added!r}")
     n_init = _check_int("n_init", n_init, 1)
@@ -640,11 +717,32 @@ def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: s
     best = None
     restarts = []
     for s in restart_seeds(seed, n_init):
-        model = ETM(data.n_genes, n_topics, emb_dim=emb_dim, hidden=hidden, n_batches=data.n_batches,
-                    dropout=dropout, mixing=mixing, gene_names=list(adata.var_names), seed=s)
-        history = train_etm(model, data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            kl_weight=kl_weight, kl_warmup=kl_warmup, eval_every=eval_every, eval_fn=eval_fn,
-                            device=dev, seed=s, progress=progress)
+        model = ETM(
+            data.n_genes,
+            n_topics,
+            emb_dim=emb_dim,
+            hidden=hidden,
+            n_batches=data.n_batches,
+            dropout=dropout,
+            mixing=mixing,
+            gene_names=list(adata.var_names),
+            seed=s,
+        )
+        history = train_etm(
+            model,
+            data,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            kl_weight=kl_weight,
+            kl_warmup=kl_warmup,
+            eval_every=eval_every,
+            eval_fn=eval_fn,
+            device=dev,
+            seed=s,
+            progress=progress,
+        )
         score = final_neg_elbo(model, data)
         restarts.append({"seed": int(s), "neg_elbo": score})
         if best is None or score < best[0]:
@@ -654,18 +752,32 @@ def fit_etm(adata, n_topics: int = 16, *, layer: str | None = None, batch_key: s
     adata.obsm[key_added] = theta
     adata.obsm[key_added + "_delta"] = mu
     adata.varm["etm_beta"] = topic_gene_weights(model).to_numpy()
-    settings = {"n_topics": int(n_topics), "emb_dim": int(emb_dim), "hidden": int(hidden), "mixing": mixing,
-                "n_batches": int(data.n_batches), "batch_key": batch_key, "layer": layer, "epochs": int(epochs),
-                "lr": float(lr), "kl_weight": float(kl_weight), "kl_warmup": int(kl_warmup), "seed": int(seed),
-                "final_neg_elbo": float(history["neg_elbo"].iloc[-1]), "n_init": int(n_init),
-                "chosen_seed": int(chosen), "restart_neg_elbo": np.array([r["neg_elbo"] for r in restarts])}
+    settings = {
+        "n_topics": int(n_topics),
+        "emb_dim": int(emb_dim),
+        "hidden": int(hidden),
+        "mixing": mixing,
+        "n_batches": int(data.n_batches),
+        "batch_key": batch_key,
+        "layer": layer,
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "kl_weight": float(kl_weight),
+        "kl_warmup": int(kl_warmup),
+        "seed": int(seed),
+        "final_neg_elbo": float(history["neg_elbo"].iloc[-1]),
+        "n_init": int(n_init),
+        "chosen_seed": int(chosen),
+        "restart_neg_elbo": np.array([r["neg_elbo"] for r in restarts]),
+    }
     adata.uns["etm"] = {k: v for k, v in settings.items() if v is not None}  # h5ad cannot store None
     return model, history
 
 
 def restart_seeds(seed: int, n_init: int) -> list[int]:
     """Seeds of ``n_init`` restarts: ``seed`` itself, then seeds spawned from it (independent streams, so that the
-    restarts of seed 0 and of seed 1 do not overlap)."""
+    restarts of seed 0 and of seed 1 do not overlap).
+    """
     seed = _check_int("seed", seed, 0)
     spawned = np.random.SeedSequence(seed).spawn(max(n_init - 1, 0))
     return [seed] + [int(ss.generate_state(1)[0]) for ss in spawned]
@@ -683,9 +795,22 @@ def final_neg_elbo(model: ETM, data: ETMData) -> float:
     return float(nll + kl)
 
 
-def ari_over_seeds(X, labels, *, n_topics: int = 16, seeds=(0, 1, 2), epochs: int = 1000,
-                   resolution: float = 0.15, batch=None, layer: str | None = None, batch_key: str | None = None,
-                   device="auto", n_init: int = 1, progress: bool = False, **options) -> pd.DataFrame:
+def ari_over_seeds(
+    X,
+    labels,
+    *,
+    n_topics: int = 16,
+    seeds=(0, 1, 2),
+    epochs: int = 1000,
+    resolution: float = 0.15,
+    batch=None,
+    layer: str | None = None,
+    batch_key: str | None = None,
+    device="auto",
+    n_init: int = 1,
+    progress: bool = False,
+    **options,
+) -> pd.DataFrame:
     """Train one model per seed and score it at a fixed Leiden resolution: the honest evaluation protocol.
 
     For each seed: :class:`ETM` (``seed``) → :func:`train_etm` (``seed``, ``epochs``, ``options``) →
@@ -730,7 +855,13 @@ def ari_over_seeds(X, labels, *, n_topics: int = 16, seeds=(0, 1, 2), epochs: in
             if best is None or score < best[0]:
                 best = (score, model)
         theta, mu = _theta(best[1], data)
-        rows.append({"seed": s, "ari_theta": evaluate_ari(theta, labels, resolution=resolution),
-                     "ari_delta": evaluate_ari(mu, labels, resolution=resolution),
-                     "neg_elbo": best[0], "time_s": spent})
+        rows.append(
+            {
+                "seed": s,
+                "ari_theta": evaluate_ari(theta, labels, resolution=resolution),
+                "ari_delta": evaluate_ari(mu, labels, resolution=resolution),
+                "neg_elbo": best[0],
+                "time_s": spent,
+            }
+        )
     return pd.DataFrame(rows)

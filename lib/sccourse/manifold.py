@@ -153,10 +153,21 @@ def _as_tensor(X, name: str = "X", *, dtype=torch.float32, device=None) -> torch
 # --------------------------------------------------------------------------------------
 # scanpy pipeline (AnnData in, AnnData out)
 # --------------------------------------------------------------------------------------
-def preprocess_and_cluster(adata, *, min_cells: int = 3, target_sum: float = 1e4, n_comps: int = 50,
-                           n_neighbors: int = 15, n_pcs: int = 30, resolution: float = 0.5,
-                           n_top_genes: int | None = None, keep_genes: Sequence[str] = PBMC_MARKERS,
-                           umap: bool = True, seed: int = 0, copy: bool = True):
+def preprocess_and_cluster(
+    adata,
+    *,
+    min_cells: int = 3,
+    target_sum: float = 1e4,
+    n_comps: int = 50,
+    n_neighbors: int = 15,
+    n_pcs: int = 30,
+    resolution: float = 0.5,
+    n_top_genes: int | None = None,
+    keep_genes: Sequence[str] = PBMC_MARKERS,
+    umap: bool = True,
+    seed: int = 0,
+    copy: bool = True,
+):
     """Standard scanpy preprocessing and clustering of raw counts.
 
     Filter genes seen in fewer than ``min_cells`` cells, scale every cell to ``target_sum`` counts,
@@ -188,7 +199,12 @@ def preprocess_and_cluster(adata, *, min_cells: int = 3, target_sum: float = 1e4
     seed = _check_seed(seed)
     check_anndata(adata)
     check_counts(adata.X, where="adata.X")
-    for name, v in {"min_cells": min_cells, "n_comps": n_comps, "n_neighbors": n_neighbors, "n_pcs": n_pcs}.items():
+    for name, v in {
+        "min_cells": min_cells,
+        "n_comps": n_comps,
+        "n_neighbors": n_neighbors,
+        "n_pcs": n_pcs,
+    }.items():
         _check_positive_int(v, name)
     if n_pcs > n_comps:
         raise ValueError(f"n_pcs ({n_pcs}) must not exceed n_comps ({n_comps})")
@@ -224,8 +240,9 @@ def _gene_matrix(adata, genes: Sequence[str]) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
 
 
-def marker_table(adata, markers: Sequence[str] = PBMC_MARKERS, *, groupby: str = "leiden",
-                 stat: str = "mean") -> pd.DataFrame:
+def marker_table(
+    adata, markers: Sequence[str] = PBMC_MARKERS, *, groupby: str = "leiden", stat: str = "mean"
+) -> pd.DataFrame:
     """Per-group summary of marker expression (groups x markers).
 
     ``stat="mean"``: mean of ``.X`` (log-normalised); ``stat="fraction"``: fraction of cells with
@@ -247,8 +264,14 @@ def marker_table(adata, markers: Sequence[str] = PBMC_MARKERS, *, groupby: str =
     return out
 
 
-def t_cell_clusters(adata, *, groupby: str = "leiden", markers: Sequence[str] = T_CELL_MARKERS,
-                    min_ratio: float = 0.5, min_fraction: float = 0.5) -> list:
+def t_cell_clusters(
+    adata,
+    *,
+    groupby: str = "leiden",
+    markers: Sequence[str] = T_CELL_MARKERS,
+    min_ratio: float = 0.5,
+    min_fraction: float = 0.5,
+) -> list:
     """Clusters whose cells express the T-cell receptor complex (CD3).
 
     A cluster is a T-cell cluster when its mean CD3 score (mean of ``markers`` in log-normalised
@@ -266,8 +289,14 @@ def t_cell_clusters(adata, *, groupby: str = "leiden", markers: Sequence[str] = 
     return [c for c in means.index if means[c] >= min_ratio * top and frac[c] >= min_fraction]
 
 
-def select_clusters_by_markers(adata, markers: Sequence[str] = T_CELL_MARKERS, *, groupby: str = "leiden",
-                               min_ratio: float = 0.5, min_fraction: float = 0.0) -> np.ndarray:
+def select_clusters_by_markers(
+    adata,
+    markers: Sequence[str] = T_CELL_MARKERS,
+    *,
+    groupby: str = "leiden",
+    min_ratio: float = 0.5,
+    min_fraction: float = 0.0,
+) -> np.ndarray:
     """Boolean mask (length ``n_obs``) of the cells of every group that expresses a set of markers.
 
     A group's score is the mean over its cells of the mean of ``markers`` (``.X``, log-normalised); a group is
@@ -292,21 +321,40 @@ def select_clusters_by_markers(adata, markers: Sequence[str] = T_CELL_MARKERS, *
     -------
     numpy.ndarray of bool
     """
-    chosen = t_cell_clusters(adata, groupby=groupby, markers=markers, min_ratio=min_ratio,
-                             min_fraction=min_fraction)
+    chosen = t_cell_clusters(
+        adata, groupby=groupby, markers=markers, min_ratio=min_ratio, min_fraction=min_fraction
+    )
     return adata.obs[groupby].isin(chosen).to_numpy()
 
 
-def select_t_cells(adata, *, groupby: str = "leiden", markers: Sequence[str] = T_CELL_MARKERS,
-                   min_ratio: float = 0.5, min_fraction: float = 0.5) -> np.ndarray:
+def select_t_cells(
+    adata,
+    *,
+    groupby: str = "leiden",
+    markers: Sequence[str] = T_CELL_MARKERS,
+    min_ratio: float = 0.5,
+    min_fraction: float = 0.5,
+) -> np.ndarray:
     """Boolean mask (length ``n_obs``) of cells in the T-cell clusters of :func:`t_cell_clusters`."""
-    chosen = t_cell_clusters(adata, groupby=groupby, markers=markers, min_ratio=min_ratio,
-                             min_fraction=min_fraction)
+    chosen = t_cell_clusters(
+        adata, groupby=groupby, markers=markers, min_ratio=min_ratio, min_fraction=min_fraction
+    )
     return adata.obs[groupby].isin(chosen).to_numpy()
 
 
-def embed_cells(adata, *, n_comps: int = 50, n_neighbors: int = 15, n_pcs: int = 30, metric: str = "cosine",
-                umap: bool = True, diffmap: bool = True, n_diffmap: int = 10, seed: int = 0, copy: bool = True):
+def embed_cells(
+    adata,
+    *,
+    n_comps: int = 50,
+    n_neighbors: int = 15,
+    n_pcs: int = 30,
+    metric: str = "cosine",
+    umap: bool = True,
+    diffmap: bool = True,
+    n_diffmap: int = 10,
+    seed: int = 0,
+    copy: bool = True,
+):
     """Re-embed a subset of cells: PCA, kNN graph (``metric``), UMAP and diffusion map.
 
     Returns
@@ -401,7 +449,9 @@ def laplacian(W, *, normalized: bool = True) -> sp.csr_matrix:
     return sp.csr_matrix(L)
 
 
-def to_torch_sparse(M, *, device="auto", dtype: torch.dtype = torch.float32, layout: str = "coo") -> torch.Tensor:
+def to_torch_sparse(
+    M, *, device="auto", dtype: torch.dtype = torch.float32, layout: str = "coo"
+) -> torch.Tensor:
     """A scipy.sparse (or dense numpy) matrix as a torch sparse tensor on ``device``.
 
     ``layout="coo"`` gives a coalesced ``torch.sparse_coo_tensor``; ``layout="csr"`` a
@@ -432,8 +482,11 @@ def to_torch_sparse(M, *, device="auto", dtype: torch.dtype = torch.float32, lay
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         T = torch.sparse_csr_tensor(
-            torch.from_numpy(M.indptr.astype(itype)), torch.from_numpy(M.indices.astype(itype)),
-            torch.from_numpy(M.data).to(dtype), size=M.shape, check_invariants=False,
+            torch.from_numpy(M.indptr.astype(itype)),
+            torch.from_numpy(M.indices.astype(itype)),
+            torch.from_numpy(M.data).to(dtype),
+            size=M.shape,
+            check_invariants=False,
         )
     return T.to(dev)
 
@@ -605,7 +658,9 @@ class LevelDenoiser(nn.Module):
     def __init__(self, d: int, max_level: int, hidden: int = 512, emb_dim: int = 32, genes=None):
         super().__init__()
         self.d, self.max_level, self.emb_dim = int(d), int(max_level), int(emb_dim)
-        self.net = nn.Sequential(nn.Linear(self.d + self.emb_dim, hidden), nn.GELU(), nn.Linear(hidden, self.d))
+        self.net = nn.Sequential(
+            nn.Linear(self.d + self.emb_dim, hidden), nn.GELU(), nn.Linear(hidden, self.d)
+        )
         g = torch.arange(self.d) if genes is None else torch.as_tensor(np.asarray(genes), dtype=torch.long)
         self.register_buffer("genes", g)
 
@@ -629,7 +684,9 @@ def _resolve_genes(X: torch.Tensor, genes) -> np.ndarray:
             raise ValueError(f"a boolean genes mask must have length {n_genes}, got shape {g.shape}")
         g = np.flatnonzero(g)
     if g.ndim != 1 or g.size == 0 or not np.issubdtype(g.dtype, np.integer):
-        raise ValueError("genes must be None, a count, a boolean mask or a non-empty 1-D array of column indices")
+        raise ValueError(
+            "genes must be None, a count, a boolean mask or a non-empty 1-D array of column indices"
+        )
     if g.min() < 0 or g.max() >= n_genes:
         raise ValueError(f"gene indices must lie in [0, {n_genes}), got range [{g.min()}, {g.max()}]")
     return g
@@ -664,7 +721,9 @@ def _check_training(epochs, batch_size, lr, weight_decay):
     _check_positive_int(epochs, "epochs")
     _check_positive_int(batch_size, "batch_size")
     if not lr > 0 or weight_decay < 0:
-        raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={lr!r}, weight_decay={weight_decay!r}")
+        raise ValueError(
+            f"lr must be > 0 and weight_decay >= 0, got lr={lr!r}, weight_decay={weight_decay!r}"
+        )
 
 
 def _epoch(model, opt, inputs, targets, idx_tr, idx_va, batch_size, gen, extra=None):
@@ -673,7 +732,7 @@ def _epoch(model, opt, inputs, targets, idx_tr, idx_va, batch_size, gen, extra=N
     order = idx_tr[torch.randperm(idx_tr.numel(), generator=gen)].to(inputs.device)
     total = 0.0
     for start in range(0, order.numel(), batch_size):
-        b = order[start:start + batch_size]
+        b = order[start : start + batch_size]
         opt.zero_grad(set_to_none=True)
         pred = model(inputs[b]) if extra is None else model(inputs[b], extra[b])
         loss = loss_fn(pred, targets[b])
@@ -691,9 +750,21 @@ def _epoch(model, opt, inputs, targets, idx_tr, idx_va, batch_size, gen, extra=N
     return train, val
 
 
-def train_denoiser(X, noise: NoiseProcess, *, genes=None, hidden: int = 512, epochs: int = 20,
-                   batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 1e-4, val_fraction: float = 0.1,
-                   device="auto", seed: int = 0, progress: bool = True):
+def train_denoiser(
+    X,
+    noise: NoiseProcess,
+    *,
+    genes=None,
+    hidden: int = 512,
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.1,
+    device="auto",
+    seed: int = 0,
+    progress: bool = True,
+):
     """Train an MLP to undo a corruption: minimise ``‖f(noise(X)) − X‖²`` (MSE) with AdamW.
 
     The corruption is re-drawn for every cell at the start of each epoch (over all cells, so a
@@ -728,8 +799,10 @@ def train_denoiser(X, noise: NoiseProcess, *, genes=None, hidden: int = 512, epo
     from tqdm.auto import tqdm
 
     if not callable(getattr(noise, "sample", None)):
-        raise TypeError("noise must be a NoiseProcess (GaussianNoise, ManifoldHeat) or another object with a "
-                        f"sample(X) method, got {type(noise).__name__}")
+        raise TypeError(
+            "noise must be a NoiseProcess (GaussianNoise, ManifoldHeat) or another object with a "
+            f"sample(X) method, got {type(noise).__name__}"
+        )
     _check_training(epochs, batch_size, lr, weight_decay)
     seed = _check_seed(seed)
     hidden = _check_positive_int(hidden, "hidden")
@@ -854,10 +927,23 @@ def laplacian_energy(L, X, *, per_cell: bool = False):
 # --------------------------------------------------------------------------------------
 # stretch: level-conditioned (diffusion-style) denoiser
 # --------------------------------------------------------------------------------------
-def train_conditional_denoiser(X, heat: ManifoldHeat, *, max_steps: int = 10, genes=None, hidden: int = 512,
-                               emb_dim: int = 32, epochs: int = 30, batch_size: int = 64, lr: float = 1e-3,
-                               weight_decay: float = 1e-4, val_fraction: float = 0.1, device="auto", seed: int = 0,
-                               progress: bool = True):
+def train_conditional_denoiser(
+    X,
+    heat: ManifoldHeat,
+    *,
+    max_steps: int = 10,
+    genes=None,
+    hidden: int = 512,
+    emb_dim: int = 32,
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.1,
+    device="auto",
+    seed: int = 0,
+    progress: bool = True,
+):
     """Train ``f(x̃, k) ≈ x₀`` where ``x̃ = (S^k X)_i`` and the level ``k ~ U{1..max_steps}`` is drawn per cell
     and per epoch (a heat "diffusion model": deterministic blurring instead of Gaussian noise).
 

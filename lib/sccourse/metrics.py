@@ -52,15 +52,24 @@ def leiden_labels(embedding, *, resolution: float = 0.15, n_neighbors: int = 15,
     threads = torch.get_num_threads() if torch is not None else None
     try:
         sc.pp.neighbors(a, n_neighbors=n_neighbors, use_rep="X_emb", random_state=seed)
-        sc.tl.leiden(a, resolution=resolution, flavor="igraph", n_iterations=-1, directed=False,
-                     random_state=seed, key_added="leiden")
+        sc.tl.leiden(
+            a,
+            resolution=resolution,
+            flavor="igraph",
+            n_iterations=-1,
+            directed=False,
+            random_state=seed,
+            key_added="leiden",
+        )
     finally:
         if threads is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
     return a.obs["leiden"].astype(int).to_numpy()
 
 
-def evaluate_ari(embedding, labels, *, resolution: float = 0.15, n_neighbors: int = 15, seed: int = 0) -> float:
+def evaluate_ari(
+    embedding, labels, *, resolution: float = 0.15, n_neighbors: int = 15, seed: int = 0
+) -> float:
     """Adjusted Rand index between Leiden clusters of an embedding and known labels.
 
     kNN graph on ``embedding`` → Leiden (igraph flavour, ``resolution``) → ARI
@@ -102,7 +111,9 @@ def knn_preservation(X_high, X_low, *, k: int = 10) -> float:
     """
     hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
     if hi.shape[0] != lo.shape[0]:
-        raise ValueError(f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})")
+        raise ValueError(
+            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
+        )
     if not 1 <= k < hi.shape[0]:
         raise ValueError(f"k must be in [1, n_cells - 1], got {k}")
     a, b = _knn(hi, k), _knn(lo, k)
@@ -110,8 +121,9 @@ def knn_preservation(X_high, X_low, *, k: int = 10) -> float:
     return float(np.mean(hits) / k)
 
 
-def knn_preservation_at_size(X_high, X_low, size: int, *, k: int = 10, index=None, n_draws: int = 5,
-                             seed: int = 0) -> tuple[float, float]:
+def knn_preservation_at_size(
+    X_high, X_low, size: int, *, k: int = 10, index=None, n_draws: int = 5, seed: int = 0
+) -> tuple[float, float]:
     """k-NN preservation on random subsets of ``size`` cells: mean and standard deviation over ``n_draws``.
 
     :func:`knn_preservation` depends on how many cells it is computed on: among fewer cells a cell's ``k``
@@ -122,7 +134,9 @@ def knn_preservation_at_size(X_high, X_low, size: int, *, k: int = 10, index=Non
     """
     hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
     if hi.shape[0] != lo.shape[0]:
-        raise ValueError(f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})")
+        raise ValueError(
+            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
+        )
     idx = np.arange(hi.shape[0]) if index is None else np.asarray(index)
     if idx.dtype == bool:
         idx = np.flatnonzero(idx)
@@ -144,7 +158,9 @@ def trustworthiness(X_high, X_low, *, k: int = 10) -> float:
 
     hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
     if hi.shape[0] != lo.shape[0]:
-        raise ValueError(f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})")
+        raise ValueError(
+            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
+        )
     if not 1 <= k < hi.shape[0] / 2:
         raise ValueError(f"k must be in [1, n_cells / 2), got {k}")
     return float(_tw(hi, lo, n_neighbors=k))

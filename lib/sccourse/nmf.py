@@ -29,7 +29,15 @@ import torch
 from . import _nmf_kernels as K_
 from ._device import get_device
 
-__all__ = ["NMFResult", "factor_shares", "initialize", "nmf", "nmf_adata", "select_variable_genes", "top_genes"]
+__all__ = [
+    "NMFResult",
+    "factor_shares",
+    "initialize",
+    "nmf",
+    "nmf_adata",
+    "select_variable_genes",
+    "top_genes",
+]
 
 _LOSSES = ("sse", "poisson")
 _SOLVERS = ("mu", "hals")
@@ -96,7 +104,7 @@ def _check_int(name: str, value, *, minimum: int = 1) -> int:
 
 
 def _as_matrix(X, orientation: str):
-    """numpy / scipy.sparse / torch → (genes x cells) as a scipy CSR matrix or a dense numpy array."""
+    """Numpy / scipy.sparse / torch → (genes x cells) as a scipy CSR matrix or a dense numpy array."""
     if isinstance(X, torch.Tensor):
         if X.layout != torch.strided:
             Xc = X.detach().cpu().to_sparse_coo().coalesce()
@@ -116,7 +124,9 @@ def _as_matrix(X, orientation: str):
         if X.dtype.kind not in "biuf":
             raise ValueError(f"X must be a numeric matrix, got dtype {X.dtype}")
         if X.ndim != 2:
-            raise ValueError(f"X must be a 2-D matrix ({orientation.replace('_x_', ' x ')}), got shape {X.shape}")
+            raise ValueError(
+                f"X must be a 2-D matrix ({orientation.replace('_x_', ' x ')}), got shape {X.shape}"
+            )
         vals = X
     if vals.size and not np.isfinite(vals).all():
         raise ValueError("X contains NaN or infinite values; NMF needs finite non-negative values")
@@ -129,7 +139,9 @@ def _as_matrix(X, orientation: str):
     return X
 
 
-def initialize(X, n_components: int, *, init: str = "random", orientation: str = "genes_x_cells", seed: int = 0):
+def initialize(
+    X, n_components: int, *, init: str = "random", orientation: str = "genes_x_cells", seed: int = 0
+):
     """Starting factors ``(W0, H0)`` for :func:`nmf` (W0: genes x K, H0: K x cells, float64 numpy).
 
     ``"random"``: ``sqrt(mean(X)/K) · |N(0, 1)|`` entries from a CPU generator seeded with ``seed``
@@ -168,7 +180,9 @@ def _init(Xg, k: int, init, seed: int):
     try:
         W0, H0 = init
     except (TypeError, ValueError) as err:
-        raise ValueError(f"init must be one of {_INITS} or a (W0, H0) pair, got {type(init).__name__}") from err
+        raise ValueError(
+            f"init must be one of {_INITS} or a (W0, H0) pair, got {type(init).__name__}"
+        ) from err
     W0 = W0.detach().cpu().numpy() if isinstance(W0, torch.Tensor) else np.asarray(W0)
     H0 = H0.detach().cpu().numpy() if isinstance(H0, torch.Tensor) else np.asarray(H0)
     if W0.shape != (M, k) or H0.shape != (k, N):
@@ -264,9 +278,22 @@ def nmf(
         ``W`` (genes x K), ``H`` (K x cells), ``history`` (DataFrame), ``loss``, ``n_iter``.
     """
     if _is_anndata(X):
-        return nmf_adata(X, n_components, loss=loss, solver=solver, max_iter=max_iter, init=init, tol=tol,
-                         eval_every=eval_every, labels=labels, callback=callback, device=device, seed=seed,
-                         dtype=dtype, progress=progress)
+        return nmf_adata(
+            X,
+            n_components,
+            loss=loss,
+            solver=solver,
+            max_iter=max_iter,
+            init=init,
+            tol=tol,
+            eval_every=eval_every,
+            labels=labels,
+            callback=callback,
+            device=device,
+            seed=seed,
+            dtype=dtype,
+            progress=progress,
+        )
     if loss not in _LOSSES:
         raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
     if solver not in _SOLVERS:
@@ -300,11 +327,24 @@ def nmf(
         data = K_.DenseData(torch.as_tensor(np.ascontiguousarray(Xg), dtype=dtype, device=dev))
     W = torch.as_tensor(W0, dtype=dtype, device=dev).contiguous()
     H = torch.as_tensor(H0, dtype=dtype, device=dev).contiguous()
-    return _run(data, W, H, loss=loss, solver=solver, max_iter=max_iter, tol=tol, eval_every=eval_every,
-                labels=labels, callback=callback, progress=progress)
+    return _run(
+        data,
+        W,
+        H,
+        loss=loss,
+        solver=solver,
+        max_iter=max_iter,
+        tol=tol,
+        eval_every=eval_every,
+        labels=labels,
+        callback=callback,
+        progress=progress,
+    )
 
 
-def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, callback, progress) -> NMFResult:
+def _run(
+    data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, callback, progress
+) -> NMFResult:
     from tqdm.auto import tqdm
 
     M, N = data.shape
@@ -337,12 +377,14 @@ def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, ca
     pending = None  # Poisson: row waiting for Σ X log WH, which the next H update computes anyway
     bar = tqdm(range(1, max_iter + 1), disable=not progress, desc=f"NMF-{loss}", leave=False)
     n_iter = 0
+
     def check_finite(t: int) -> None:
         if not (torch.isfinite(W).all() and torch.isfinite(H).all()):
             raise FloatingPointError(
                 f"NMF diverged at iteration {t}: W or H holds inf/NaN ({W.dtype} overflowed on values this large: "
                 f"the largest entry of X is {data.max_x:g}). Scale X down (e.g. counts per 10^4) or pass "
-                "dtype=torch.float64")
+                "dtype=torch.float64"
+            )
 
     for t in bar:
         if t % 10 == 0 or is_eval(t):
@@ -352,8 +394,12 @@ def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, ca
             sq = step(data, W, H, want_objective=is_eval(t))
             n_iter = t
             if sq is not None:
-                rec = {"iteration": t, "objective": sq / (M * N), "mse": sq / (M * N),
-                       "time_s": time.perf_counter() - t0 - state["eval_s"]}
+                rec = {
+                    "iteration": t,
+                    "objective": sq / (M * N),
+                    "mse": sq / (M * N),
+                    "time_s": time.perf_counter() - t0 - state["eval_s"],
+                }
                 finish(rec, H, W)
                 if state["stop"]:
                     break
@@ -384,8 +430,9 @@ def _run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, ca
     cols = ["iteration", "objective", "mse" if loss == "sse" else "loglik", "ari", "time_s"]
     history = pd.DataFrame(rows, columns=cols)
     history["iteration"] = history["iteration"].astype(int)
-    return NMFResult(W=W.detach().cpu().numpy(), H=H.detach().cpu().numpy(), history=history, loss=loss,
-                     n_iter=n_iter)
+    return NMFResult(
+        W=W.detach().cpu().numpy(), H=H.detach().cpu().numpy(), history=history, loss=loss, n_iter=n_iter
+    )
 
 
 def factor_shares(W, H) -> np.ndarray:
@@ -415,7 +462,11 @@ def factor_shares(W, H) -> np.ndarray:
     H = np.asarray(H, dtype=np.float64)
     if W.ndim != 2 or H.ndim != 2 or W.shape[1] != H.shape[0]:
         raise ValueError(f"W must be genes x K and H K x cells, got shapes {W.shape} and {H.shape}")
-    if (W.size and W.min() < 0) or (H.size and H.min() < 0) or not (np.isfinite(W).all() and np.isfinite(H).all()):
+    if (
+        (W.size and W.min() < 0)
+        or (H.size and H.min() < 0)
+        or not (np.isfinite(W).all() and np.isfinite(H).all())
+    ):
         raise ValueError("W and H must be finite and non-negative")
     contrib = (W.sum(axis=0)[:, None] * H).T  # cells x K: expected counts per factor
     total = contrib.sum(axis=1, keepdims=True)
@@ -443,7 +494,9 @@ def top_genes(W, gene_names, n: int = 5) -> pd.DataFrame:
     A = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W, dtype=float)
     names = np.asarray(gene_names, dtype=object)
     if A.ndim != 2 or len(names) != A.shape[0]:
-        raise ValueError(f"W must be genes x K with one name per gene, got W {A.shape} and {len(names)} names")
+        raise ValueError(
+            f"W must be genes x K with one name per gene, got W {A.shape} and {len(names)} names"
+        )
     n = _check_int("n", n)
     if n > A.shape[0]:
         raise ValueError(f"n={n} is larger than the number of genes ({A.shape[0]})")
@@ -454,8 +507,15 @@ def top_genes(W, gene_names, n: int = 5) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 # AnnData
 # --------------------------------------------------------------------------------------
-def nmf_adata(adata, n_components: int, *, layer: str | None = None, labels_key: str | None = None,
-              key_added: str = "nmf", **kwargs) -> NMFResult:
+def nmf_adata(
+    adata,
+    n_components: int,
+    *,
+    layer: str | None = None,
+    labels_key: str | None = None,
+    key_added: str = "nmf",
+    **kwargs,
+) -> NMFResult:
     """:func:`nmf` on an AnnData (cells x genes); writes the factors into it.
 
     Writes ``obsm["X_nmf"]`` (cells x K, ``Hᵀ``), ``varm["NMF_loadings"]`` (genes x K, ``W``) and
@@ -484,7 +544,9 @@ def nmf_adata(adata, n_components: int, *, layer: str | None = None, labels_key:
         raise ValueError(f"layer {layer!r} not in adata.layers (has {list(adata.layers)})")
     if labels_key is not None:
         if labels_key not in adata.obs:
-            raise ValueError(f"labels_key {labels_key!r} is not an obs column (has {list(adata.obs.columns)})")
+            raise ValueError(
+                f"labels_key {labels_key!r} is not an obs column (has {list(adata.obs.columns)})"
+            )
         if kwargs.get("labels") is not None:
             raise ValueError("pass either labels or labels_key, not both")
         kwargs["labels"] = adata.obs[labels_key].to_numpy()
@@ -494,16 +556,19 @@ def nmf_adata(adata, n_components: int, *, layer: str | None = None, labels_key:
     adata.varm["NMF_loadings"] = res.W.copy()
     params = {k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool)) or v is None}
     params.update(n_components=int(n_components), layer=layer, loss=res.loss, n_iter=res.n_iter)
-    adata.uns[key_added] = {"params": {k: ("None" if v is None else v) for k, v in params.items()},
-                            "history": {c: res.history[c].to_numpy() for c in res.history.columns}}
+    adata.uns[key_added] = {
+        "params": {k: ("None" if v is None else v) for k, v in params.items()},
+        "history": {c: res.history[c].to_numpy() for c in res.history.columns},
+    }
     return res
 
 
 # --------------------------------------------------------------------------------------
 # gene selection used in the assignment
 # --------------------------------------------------------------------------------------
-def select_variable_genes(adata, n_top_genes: int = 4000, *, layer: str | None = None,
-                          target_sum: float = 1e6):
+def select_variable_genes(
+    adata, n_top_genes: int = 4000, *, layer: str | None = None, target_sum: float = 1e6
+):
     """Keep the ``n_top_genes`` genes with the largest variance of log1p(CPM) across cells.
 
     For each cell, counts are scaled to ``target_sum`` (CPM for 1e6), then ``log(1 + x)``; the

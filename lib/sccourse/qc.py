@@ -13,8 +13,14 @@ import scipy.sparse as sp
 
 from ._validation import check_anndata, check_counts, check_float
 
-__all__ = ["mito_genes", "qc_metrics", "cell_gene_masks", "filter_cells_genes", "normalize_log1p",
-           "top_genes_by_fraction"]
+__all__ = [
+    "mito_genes",
+    "qc_metrics",
+    "cell_gene_masks",
+    "filter_cells_genes",
+    "normalize_log1p",
+    "top_genes_by_fraction",
+]
 
 
 def _check_counts(adata: ad.AnnData) -> None:
@@ -30,11 +36,15 @@ def _detected(X: sp.csr_matrix, *, axis: int) -> np.ndarray:
 
 def mito_genes(var_names, *, prefix: str | tuple[str, ...] = ("MT-", "mt-")) -> np.ndarray:
     """Boolean mask of mitochondrial genes (names starting with ``prefix``; human ``MT-``, mouse ``mt-``)."""
-    return np.asarray(pd.Index(var_names).astype(str).str.startswith(prefix if isinstance(prefix, tuple) else (prefix,)), dtype=bool)
+    return np.asarray(
+        pd.Index(var_names).astype(str).str.startswith(prefix if isinstance(prefix, tuple) else (prefix,)),
+        dtype=bool,
+    )
 
 
-def qc_metrics(adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-", "mt-"),
-               inplace: bool = True) -> pd.DataFrame:
+def qc_metrics(
+    adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-", "mt-"), inplace: bool = True
+) -> pd.DataFrame:
     """Per-cell QC: library size ``Σ_g x_cg``, genes detected ``#{g: x_cg > 0}``, mitochondrial percentage
     ``100 Σ_{g∈MT} x_cg / Σ_g x_cg``; per-gene ``n_cells_by_counts``.
 
@@ -49,8 +59,14 @@ def qc_metrics(adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-"
     mt_total = np.asarray(X[:, mt].sum(axis=1)).ravel() if mt.any() else np.zeros_like(total)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = np.where(total > 0, 100.0 * mt_total / total, 0.0)
-    df = pd.DataFrame({"total_counts": total, "n_genes_by_counts": np.asarray(detected, dtype=np.int64),
-                       "pct_counts_mt": pct}, index=adata.obs_names)
+    df = pd.DataFrame(
+        {
+            "total_counts": total,
+            "n_genes_by_counts": np.asarray(detected, dtype=np.int64),
+            "pct_counts_mt": pct,
+        },
+        index=adata.obs_names,
+    )
     if inplace:
         for col in df:
             adata.obs[col] = df[col]
@@ -59,10 +75,17 @@ def qc_metrics(adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-"
     return df
 
 
-def cell_gene_masks(adata: ad.AnnData, *, min_genes: int = 200, max_genes: int | None = 2500,
-                    max_pct_mt: float | None = 5.0, min_cells: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def cell_gene_masks(
+    adata: ad.AnnData,
+    *,
+    min_genes: int = 200,
+    max_genes: int | None = 2500,
+    max_pct_mt: float | None = 5.0,
+    min_cells: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks ``(keep_cells, keep_genes)``: cells with ``min_genes ≤ genes detected < max_genes`` and
-    ``pct_counts_mt < max_pct_mt``, then genes detected (count > 0) in at least ``min_cells`` of the kept cells."""
+    ``pct_counts_mt < max_pct_mt``, then genes detected (count > 0) in at least ``min_cells`` of the kept cells.
+    """
     _check_counts(adata)
     if min_genes < 0 or min_cells < 0:
         raise ValueError(f"min_genes and min_cells must be non-negative, got {min_genes} and {min_cells}")
@@ -76,15 +99,22 @@ def cell_gene_masks(adata: ad.AnnData, *, min_genes: int = 200, max_genes: int |
     return keep, gkeep
 
 
-def filter_cells_genes(adata: ad.AnnData, *, min_genes: int = 200, max_genes: int | None = 2500,
-                       max_pct_mt: float | None = 5.0, min_cells: int = 3) -> ad.AnnData:
+def filter_cells_genes(
+    adata: ad.AnnData,
+    *,
+    min_genes: int = 200,
+    max_genes: int | None = 2500,
+    max_pct_mt: float | None = 5.0,
+    min_cells: int = 3,
+) -> ad.AnnData:
     """Keep cells with ``min_genes ≤ genes detected < max_genes`` and ``pct_counts_mt < max_pct_mt``,
     then genes detected in at least ``min_cells`` of the kept cells (the Seurat tutorial thresholds).
 
     Returns a filtered copy; ``adata`` is left unchanged.
     """
-    keep, gkeep = cell_gene_masks(adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt,
-                                  min_cells=min_cells)
+    keep, gkeep = cell_gene_masks(
+        adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt, min_cells=min_cells
+    )
     out = adata[keep][:, gkeep].copy()
     qc_metrics(out, inplace=True)
     return out
@@ -92,7 +122,8 @@ def filter_cells_genes(adata: ad.AnnData, *, min_genes: int = 200, max_genes: in
 
 def top_genes_by_fraction(adata: ad.AnnData, *, n: int = 10) -> list[str]:
     """The ``n`` genes with the largest mean share of a cell's counts, ``(1/N) Σ_c x_cg / Σ_g' x_cg'``,
-    largest first (cells without counts contribute 0)."""
+    largest first (cells without counts contribute 0).
+    """
     _check_counts(adata)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -112,9 +143,11 @@ def normalize_log1p(adata: ad.AnnData, *, target_sum: float = 1e4, layer: str = 
 
     check_anndata(adata)
     if layer in adata.layers:
-        raise ValueError(f"adata.layers[{layer!r}] already exists: adata looks normalised already (running this twice "
-                         "would overwrite the raw counts with log data). Start from the raw counts, or pass another "
-                         "layer name")
+        raise ValueError(
+            f"adata.layers[{layer!r}] already exists: adata looks normalised already (running this twice "
+            "would overwrite the raw counts with log data). Start from the raw counts, or pass another "
+            "layer name"
+        )
     _check_counts(adata)
     check_float(target_sum, "target_sum", minimum=0.0, strict=True)
     adata.layers[layer] = adata.X.copy()

@@ -95,11 +95,15 @@ def nb_logpmf(y, mu, r) -> torch.Tensor:
 def _check_domain(mu: torch.Tensor, r: torch.Tensor) -> None:
     """Means must be finite and >= 0, sizes finite and > 0: anything else is an error, not a NaN."""
     if torch.isnan(mu).any() or torch.isinf(mu).any() or (mu < 0).any():
-        raise ValueError(f"mu must hold finite means >= 0; found values down to {float(mu.nan_to_num(-1).min()):g} "
-                         "(or NaN/inf)")
+        raise ValueError(
+            f"mu must hold finite means >= 0; found values down to {float(mu.nan_to_num(-1).min()):g} "
+            "(or NaN/inf)"
+        )
     if torch.isnan(r).any() or torch.isinf(r).any() or (r <= 0).any():
-        raise ValueError(f"r (the NB size, 1/dispersion) must hold finite values > 0; found "
-                         f"{float(r.nan_to_num(0).min()):g} (or NaN/inf)")
+        raise ValueError(
+            f"r (the NB size, 1/dispersion) must hold finite values > 0; found "
+            f"{float(r.nan_to_num(0).min()):g} (or NaN/inf)"
+        )
 
 
 def _impossible_counts(logp: torch.Tensor, y: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
@@ -255,17 +259,24 @@ class _Design:
         try:
             mm = formulaic.model_matrix(self.expanded, obs, na_action="raise")
         except Exception as err:
-            raise ValueError(f"could not build the design for the {part!r} formula {formula!r}: {err}") from err
+            raise ValueError(
+                f"could not build the design for the {part!r} formula {formula!r}: {err}"
+            ) from err
         self.spec = mm.model_spec
         self.columns = [str(c) for c in mm.columns]
         X = np.asarray(mm, dtype=np.float64)
         if X.shape[1] == 0:
-            raise ValueError(f"the {part!r} formula {formula!r} has no terms (did you remove the intercept only?)")
+            raise ValueError(
+                f"the {part!r} formula {formula!r} has no terms (did you remove the intercept only?)"
+            )
         self.keep, self.aliased = _independent_columns(X, self.columns)
         self.X = X
         # the levels each categorical variable had at fit time: new obs may not bring others
-        self.levels = {v: set(obs[v].astype(str).unique()) for v in needed
-                       if not pd.api.types.is_numeric_dtype(obs[v]) or pd.api.types.is_bool_dtype(obs[v])}
+        self.levels = {
+            v: set(obs[v].astype(str).unique())
+            for v in needed
+            if not pd.api.types.is_numeric_dtype(obs[v]) or pd.api.types.is_bool_dtype(obs[v])
+        }
 
     def matrix(self, obs: pd.DataFrame) -> np.ndarray:
         missing = [v for v in self.variables if v not in obs.columns]
@@ -280,7 +291,8 @@ class _Design:
             if unseen:
                 raise ValueError(
                     f"obs[{v!r}] has levels the model never saw: {unseen} (the {self.part!r} formula {self.formula!r} "
-                    f"was fitted on {sorted(known)}); a level it never saw has no coefficient")
+                    f"was fitted on {sorted(known)}); a level it never saw has no coefficient"
+                )
         try:
             mm = self.spec.get_model_matrix(obs, na_action="raise")
         except Exception as err:
@@ -414,8 +426,18 @@ class NegBinRegressionSimulator:
         return nb_derivatives
 
     # ---------------------------------------------------------------- fit
-    def fit(self, adata: ad.AnnData, formula, *, layer: str | None = None, device="auto", seed: int = 0,
-            max_iter: int = 100, tol: float = 1e-10, progress: bool = False):
+    def fit(
+        self,
+        adata: ad.AnnData,
+        formula,
+        *,
+        layer: str | None = None,
+        device="auto",
+        seed: int = 0,
+        max_iter: int = 100,
+        tol: float = 1e-10,
+        progress: bool = False,
+    ):
         """Fit every gene's coefficients by maximum likelihood.
 
         Parameters
@@ -460,18 +482,22 @@ class NegBinRegressionSimulator:
                     f"{'is a linear combination' if len(d.aliased) == 1 else 'are linear combinations'} of "
                     "earlier columns and cannot be estimated (not identifiable). They were dropped; their "
                     "coefficients are reported as 0.",
-                    UserWarning, stacklevel=2,
+                    UserWarning,
+                    stacklevel=2,
                 )
         n_cells, n_genes = Y.shape
         n_coef = sum(len(d.keep) for d in designs.values())
         if n_cells <= n_coef:
-            raise ValueError(f"{n_cells} cells cannot identify {n_coef} coefficients per gene; need more cells")
+            raise ValueError(
+                f"{n_cells} cells cannot identify {n_coef} coefficients per gene; need more cells"
+            )
         zero_genes = [str(g) for g in adata.var_names[Y.sum(0) == 0]]
         if zero_genes:
             warnings.warn(
                 f"{len(zero_genes)} gene(s) have no counts (e.g. {zero_genes[:5]}): their mean MLE is 0, "
                 "so log-mean coefficients run off to −∞ and the fit reports them as not converged.",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
 
         dev = get_device(device)
@@ -480,8 +506,16 @@ class NegBinRegressionSimulator:
         Xs = [torch.as_tensor(designs[p].X[:, designs[p].keep], dtype=dtype, device=dev) for p in self._parts]
         with cpu_threads(dev, Y.size):
             theta0 = self._initial(Yt, Xs)
-            res = damped_newton(self._loglik_fn(), Yt, Xs, theta0, max_iter=int(max_iter), tol=float(tol),
-                                progress=progress, derivs_fn=self._derivs_fn())
+            res = damped_newton(
+                self._loglik_fn(),
+                Yt,
+                Xs,
+                theta0,
+                max_iter=int(max_iter),
+                tol=float(tol),
+                progress=progress,
+                derivs_fn=self._derivs_fn(),
+            )
 
         theta = res.theta.cpu().numpy()
         genes = pd.Index(adata.var_names.astype(str))
@@ -489,7 +523,7 @@ class NegBinRegressionSimulator:
         for p in self._parts:
             d = designs[p]
             full = np.zeros((len(d.columns), n_genes))
-            full[d.keep] = theta[:, start:start + len(d.keep)].T
+            full[d.keep] = theta[:, start : start + len(d.keep)].T
             start += len(d.keep)
             params[self._names[p]] = pd.DataFrame(full, index=pd.Index(d.columns), columns=genes)
         self.params = params
@@ -505,8 +539,14 @@ class NegBinRegressionSimulator:
         self.device = dev
         ll = res.loglik.cpu().numpy()
         self.convergence = pd.DataFrame(
-            {"converged": res.converged.cpu().numpy(), "n_iter": res.n_iter.cpu().numpy(),
-             "grad_norm": res.grad_norm.cpu().numpy(), "log_likelihood": ll}, index=genes)
+            {
+                "converged": res.converged.cpu().numpy(),
+                "n_iter": res.n_iter.cpu().numpy(),
+                "grad_norm": res.grad_norm.cpu().numpy(),
+                "log_likelihood": ll,
+            },
+            index=genes,
+        )
         self.log_likelihood = float(ll.sum())
         n_bad = int((~self.convergence["converged"]).sum())
         if n_bad:
@@ -514,7 +554,8 @@ class NegBinRegressionSimulator:
                 f"{n_bad} of {n_genes} genes did not converge in {max_iter} iterations "
                 "(see .convergence); raise max_iter or check those genes (e.g. all zeros, "
                 "or a dispersion that runs off to a Poisson limit)",
-                UserWarning, stacklevel=2,
+                UserWarning,
+                stacklevel=2,
             )
         return self
 
@@ -523,8 +564,7 @@ class NegBinRegressionSimulator:
         m = Y.mean(0)
         v = Y.var(0)
         size = torch.clamp(m**2 / torch.clamp(v - m, min=1e-8), min=0.05, max=1e3)
-        blocks = [_lstsq(Xs[0], torch.log1p(Y)),
-                  _lstsq(Xs[1], torch.log(size).expand(Y.shape[0], -1))]
+        blocks = [_lstsq(Xs[0], torch.log1p(Y)), _lstsq(Xs[1], torch.log(size).expand(Y.shape[0], -1))]
         if len(Xs) > 2:
             blocks.append(_lstsq(Xs[2], torch.full_like(Y, -2.0)))
         return torch.cat(blocks, 0).T.contiguous()
@@ -603,8 +643,11 @@ class NegBinRegressionSimulator:
             Y = rng.poisson(lam)
             if pi is not None:
                 Y = Y * (rng.random(Y.shape) >= pi)
-        out = ad.AnnData(X=sp.csr_matrix(Y.astype(np.int64)), obs=frame.copy(),
-                         var=pd.DataFrame(index=self.var_names.copy()))
+        out = ad.AnnData(
+            X=sp.csr_matrix(Y.astype(np.int64)),
+            obs=frame.copy(),
+            var=pd.DataFrame(index=self.var_names.copy()),
+        )
         return out
 
     def _check_seed(self, seed) -> int:
@@ -635,8 +678,9 @@ class NegBinRegressionSimulator:
         y = stats.nbinom.ppf(u, r, r / (r + mu))  # scipy's ppf(0) is −1 (below the support): count 0
         return np.maximum(np.nan_to_num(y, nan=0.0), 0.0).astype(np.int64)
 
-    def fit_copula(self, adata: ad.AnnData, *, layer: str | None = None, seed: int | None = None,
-                   shrinkage: float = 0.0) -> pd.DataFrame:
+    def fit_copula(
+        self, adata: ad.AnnData, *, layer: str | None = None, seed: int | None = None, shrinkage: float = 0.0
+    ) -> pd.DataFrame:
         """Fit a Gaussian copula over genes to the cells the marginals were fitted on.
 
         Each count becomes a normal score ``z = Φ⁻¹(u)``, ``u ~ U(F(y − 1), F(y))`` (randomised probability
@@ -665,8 +709,10 @@ class NegBinRegressionSimulator:
         if not isinstance(adata, ad.AnnData):
             raise TypeError(f"fit_copula expects an AnnData, got {type(adata).__name__}")
         if list(adata.var_names) != list(self.var_names):
-            raise ValueError("fit_copula: adata must hold the genes of the fit, in the same order "
-                             f"({len(self.var_names)} genes); got {adata.n_vars} genes")
+            raise ValueError(
+                "fit_copula: adata must hold the genes of the fit, in the same order "
+                f"({len(self.var_names)} genes); got {adata.n_vars} genes"
+            )
         if not 0.0 <= float(shrinkage) <= 1.0:
             raise ValueError(f"shrinkage must lie in [0, 1], got {shrinkage!r}")
         if adata.n_obs < 3:
@@ -707,8 +753,10 @@ class NegBinRegressionSimulator:
     def __repr__(self) -> str:
         if self.params is None:
             return f"{type(self).__name__}() (not fitted)"
-        return (f"{type(self).__name__}(formula={self.formula}, genes={len(self.var_names)}, "
-                f"cells={self.n_obs}, log_likelihood={self.log_likelihood:.2f})")
+        return (
+            f"{type(self).__name__}(formula={self.formula}, genes={len(self.var_names)}, "
+            f"cells={self.n_obs}, log_likelihood={self.log_likelihood:.2f})"
+        )
 
 
 class ZeroInflatedNegBinRegressionSimulator(NegBinRegressionSimulator):
@@ -720,7 +768,11 @@ class ZeroInflatedNegBinRegressionSimulator(NegBinRegressionSimulator):
     """
 
     _parts: ClassVar[tuple[str, ...]] = ("mean", "dispersion", "zero_inflation")
-    _names: ClassVar[dict[str, str]] = {"mean": "beta_mean", "dispersion": "beta_dispersion", "zero_inflation": "beta_zero_inflation"}
+    _names: ClassVar[dict[str, str]] = {
+        "mean": "beta_mean",
+        "dispersion": "beta_dispersion",
+        "zero_inflation": "beta_zero_inflation",
+    }
 
     def _loglik_fn(self):
         return zinb_loglik_natural
@@ -732,7 +784,9 @@ class ZeroInflatedNegBinRegressionSimulator(NegBinRegressionSimulator):
 # --------------------------------------------------------------------------------------
 # model comparison
 # --------------------------------------------------------------------------------------
-def likelihood_ratio_test(null: NegBinRegressionSimulator, alternative: NegBinRegressionSimulator) -> pd.DataFrame:
+def likelihood_ratio_test(
+    null: NegBinRegressionSimulator, alternative: NegBinRegressionSimulator
+) -> pd.DataFrame:
     """Per-gene likelihood-ratio test of a fitted model against a larger one that contains it.
 
     ``statistic = 2 (ℓ_alt − ℓ_null)`` from each gene's maximised log-likelihood (``convergence["log_likelihood"]``),
@@ -761,9 +815,13 @@ def likelihood_ratio_test(null: NegBinRegressionSimulator, alternative: NegBinRe
         raise ValueError("the two models must be fitted to the same cells and genes")
     df = int(alternative.n_coef - null.n_coef)
     if df < 1:
-        raise ValueError(f"the alternative must have more estimated coefficients per gene than the null "
-                         f"({alternative.n_coef} vs {null.n_coef})")
+        raise ValueError(
+            f"the alternative must have more estimated coefficients per gene than the null "
+            f"({alternative.n_coef} vs {null.n_coef})"
+        )
     stat = 2.0 * (alternative.convergence["log_likelihood"] - null.convergence["log_likelihood"])
     stat = stat.clip(lower=0.0)  # a nested model cannot fit worse; tiny negatives are rounding
-    return pd.DataFrame({"statistic": stat, "df": df, "p_value": stats.chi2.sf(stat.to_numpy(), df)},
-                        index=alternative.var_names.copy())
+    return pd.DataFrame(
+        {"statistic": stat, "df": df, "p_value": stats.chi2.sf(stat.to_numpy(), df)},
+        index=alternative.var_names.copy(),
+    )

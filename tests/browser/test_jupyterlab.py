@@ -17,7 +17,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from sccourse._course import ROOT, assignment_names, generate
@@ -25,8 +24,11 @@ from sccourse._course import ROOT, assignment_names, generate
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: `apt-get install -y chromium` "
-                                                "(.ci/run installs it); Playwright's own browser download is not used"),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="needs Debian's chromium: `apt-get install -y chromium` "
+        "(.ci/run installs it); Playwright's own browser download is not used",
+    ),
 ]
 SHOTS = ROOT / "build" / "browser"
 NAME = "00_orientation"
@@ -40,8 +42,14 @@ def _free_port() -> int:
 
 
 def _nbgrader(args, root, env):
-    proc = subprocess.run([sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}"], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
@@ -53,8 +61,12 @@ def server(tmp_path_factory):
     for name in assignment_names():
         shutil.copytree(ROOT / "solutions" / name, root / "solutions" / name)
     generate(root, assignment_names(), db=root / "gradebook.db")  # what `tasks.py release` does
-    env = {**os.environ, "SCCOURSE_QUICK": "1", "SCCOURSE_GRADING_MODE": "quick",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "SCCOURSE_QUICK": "1",
+        "SCCOURSE_GRADING_MODE": "quick",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("MPLBACKEND", None)
     _nbgrader(["release_assignment", NAME], root, env)
     sub = root / "submitted" / "alice" / NAME
@@ -63,10 +75,24 @@ def server(tmp_path_factory):
     _nbgrader(["autograde", NAME, "--create"], root, env)
     port = _free_port()
     log = open(root / "jupyter.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
-                             f"--ServerApp.port={port}", f"--IdentityProvider.token={TOKEN}",
-                             f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1"],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.ip=127.0.0.1",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -88,15 +114,24 @@ def browser():
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                               args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                                     "--disable-background-networking", "--disable-component-update",
-                                     "--disable-sync"])
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield b
         b.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     p = context.new_page()
@@ -142,21 +177,25 @@ def test_student_runs_cells_and_validates(server, page):
     page.wait_for_selector(".jp-Notebook .jp-Cell", state="visible")
     _dismiss_news(page)
     # the kernel is up when the status bar says Idle
-    page.wait_for_function("() => /\\| Idle/.test(document.querySelector('#jp-main-statusbar')?.innerText || '')",
-                           timeout=300_000)
+    page.wait_for_function(
+        "() => /\\| Idle/.test(document.querySelector('#jp-main-statusbar')?.innerText || '')",
+        timeout=300_000,
+    )
     # run the first cells (parameters, set-up, data, a first look) with Shift+Enter from the top
     page.locator(".jp-Notebook .jp-Cell").first.click()
     for _ in range(7):
         page.keyboard.press("Shift+Enter")
         page.wait_for_timeout(300)
-    page.locator(".jp-OutputArea-output").filter(has_text="cells x").first.wait_for(state="visible",
-                                                                                   timeout=600_000)
+    page.locator(".jp-OutputArea-output").filter(has_text="cells x").first.wait_for(
+        state="visible", timeout=600_000
+    )
     page.screenshot(path=str(SHOTS / "student-notebook.png"))
     page.get_by_role("button", name="Validate").first.click()
     dialog = page.locator(".jp-Dialog")
     dialog.wait_for(state="visible", timeout=600_000)
-    page.wait_for_function("() => !/Validating/.test(document.querySelector('.jp-Dialog').textContent)",
-                           timeout=600_000)
+    page.wait_for_function(
+        "() => !/Validating/.test(document.querySelector('.jp-Dialog').textContent)", timeout=600_000
+    )
     text = dialog.inner_text()
     page.screenshot(path=str(SHOTS / "student-validate.png"))
     assert "NotImplementedError" in text or "failed" in text.lower(), text[:500]
@@ -193,7 +232,9 @@ def test_formgrader_lists_all_assignments_with_points(server, page):
     body = page.locator("body").inner_text()
     for name in assignment_names():
         m = re.search(rf"{name}\s+\S+\s+\d+\s+[\d.]+ / ([\d.]+)", body)
-        assert m and float(m.group(1)) > 0, f"{name}: no points in the formgrader right after release:\n{body}"
+        assert m and float(m.group(1)) > 0, (
+            f"{name}: no points in the formgrader right after release:\n{body}"
+        )
     _no_js_errors(page)
 
 

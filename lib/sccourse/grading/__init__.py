@@ -51,7 +51,9 @@ _asarray = _np.asarray
 _GRADING = os.environ.get("SCCOURSE_GRADING") == "1"
 _MODE = os.environ.get("SCCOURSE_GRADING_MODE", "").strip().lower()
 _guard.snapshot(import_missing=False)
-_APPLIED: list[bool] = []  # the mode grading.mode() applied at grading time (the grading kernel keeps `quick` at it)
+_APPLIED: list[
+    bool
+] = []  # the mode grading.mode() applied at grading time (the grading kernel keeps `quick` at it)
 
 
 def in_grading() -> bool:
@@ -68,7 +70,9 @@ def mode(quick: bool) -> bool:
     """
     if _GRADING and _MODE in ("quick", "full"):
         effective = _MODE == "quick"
-        print(f"grading mode: {_MODE} (chosen by the instructor; the notebook's quick = {quick!r} is not used)")
+        print(
+            f"grading mode: {_MODE} (chosen by the instructor; the notebook's quick = {quick!r} is not used)"
+        )
         _APPLIED[:] = [effective]
         return effective
     if os.environ.get("SCCOURSE_QUICK", "").strip().lower() in ("1", "true", "yes"):
@@ -78,12 +82,15 @@ def mode(quick: bool) -> bool:
 
 def verify_untampered() -> None:
     """Raise :class:`TamperingError` if a function of numpy, scipy, pandas, torch, scanpy, sccourse, ... (or a
-    builtin) was replaced since this module was imported."""
+    builtin) was replaced since this module was imported.
+    """
     changed = _guard.changes()
     if changed:
         shown = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-        raise TamperingError(f"library functions were replaced by notebook code: {shown}; grading checks refuse to "
-                             "run on altered libraries")
+        raise TamperingError(
+            f"library functions were replaced by notebook code: {shown}; grading checks refuse to "
+            "run on altered libraries"
+        )
 
 
 def assert_allclose(actual, desired, *, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = "") -> None:
@@ -121,7 +128,9 @@ def use_answer(name: str, answer, reference, *, check=None):
             check(value)
     except Exception as err:  # noqa: BLE001  (any failure of the student's code means: use the reference)
         first = (str(err).strip().splitlines() or [""])[0][:160]
-        print(f"note: your `{name}` could not be used here ({type(err).__name__}{': ' + first if first else ''}); "
-              "the rest of the notebook continues with the library's result.")
+        print(
+            f"note: your `{name}` could not be used here ({type(err).__name__}{': ' + first if first else ''}); "
+            "the rest of the notebook continues with the library's result."
+        )
         return reference()
     return value

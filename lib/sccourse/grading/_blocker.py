@@ -49,14 +49,18 @@ def _resolve(target: str | object):
 
 def _functions_of_class(cls) -> Iterable[object]:
     """The functions a class defines itself (not those it carries from elsewhere, such as an Enum's
-    ``enum.Enum.__new__``, which would block every enum in the process)."""
+    ``enum.Enum.__new__``, which would block every enum in the process).
+    """
     home = getattr(cls, "__module__", None)
     for value in vars(cls).values():
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
         if isinstance(value, property):
-            yield from (f for f in (value.fget, value.fset, value.fdel)
-                        if f is not None and getattr(f, "__module__", home) == home)
+            yield from (
+                f
+                for f in (value.fget, value.fset, value.fdel)
+                if f is not None and getattr(f, "__module__", home) == home
+            )
         elif inspect.isfunction(value) and getattr(value, "__module__", home) == home:
             yield value
 
@@ -89,13 +93,17 @@ def _targets(obj) -> tuple[set, set]:
         elif callable(f):
             try:
                 builtins.add(f)
-            except TypeError:  # an unhashable callable (e.g. a Cython instancemethod): the profile hook cannot see it
+            except (
+                TypeError
+            ):  # an unhashable callable (e.g. a Cython instancemethod): the profile hook cannot see it
                 pass
 
     if isinstance(obj, types.ModuleType):
         for f in _module_functions(obj.__name__):
             add(f)
-        for name, value in vars(obj).items():  # public names re-exported from elsewhere (not private C helpers
+        for name, value in vars(
+            obj
+        ).items():  # public names re-exported from elsewhere (not private C helpers
             # such as torch._C._has_torch_function, which every tensor operation calls)
             if name.startswith("_"):
                 continue
@@ -106,7 +114,9 @@ def _targets(obj) -> tuple[set, set]:
             add(f)
     elif inspect.isfunction(obj) or inspect.ismethod(obj) or isinstance(obj, types.BuiltinFunctionType):
         add(obj)
-    elif callable(obj) or hasattr(obj, "__dict__"):  # an instance such as scipy.stats.nbinom: its class's methods
+    elif callable(obj) or hasattr(
+        obj, "__dict__"
+    ):  # an instance such as scipy.stats.nbinom: its class's methods
         for f in _functions_of_class(type(obj)):
             add(f)
     else:
@@ -144,8 +154,10 @@ class _Block:
 
     def message(self, where: str, name: str) -> str:
         task = f" `{self.task}`" if self.task else " this answer"
-        return (f"{where} (from {name}) does the work that{task} asks you to write yourself; graded answers may not "
-                f"call it. Write the computation in your own code (see the question's rules).")
+        return (
+            f"{where} (from {name}) does the work that{task} asks you to write yourself; graded answers may not "
+            f"call it. Write the computation in your own code (see the question's rules)."
+        )
 
     def hook(self, frame, event, arg):
         if self._suspended is not None:
@@ -210,13 +222,17 @@ def forbid(*targets, allow: Iterable = (), task: str | None = None):
         if error is not None:
             raise error
         where, name = block.hits[0]
-        raise ShortcutError(block.message(where, name)
-                            + " (the error was caught inside the answer, but the call was recorded)")
+        raise ShortcutError(
+            block.message(where, name)
+            + " (the error was caught inside the answer, but the call was recorded)"
+        )
     if error is not None:  # pragma: no cover  (a ShortcutError not from this block)
         raise error
     if current is not hook:
-        raise TamperingError("the grading hook was removed while the answer ran (sys.setprofile); "
-                             "graded answers must not change the interpreter's profiling or tracing")
+        raise TamperingError(
+            "the grading hook was removed while the answer ran (sys.setprofile); "
+            "graded answers must not change the interpreter's profiling or tracing"
+        )
 
 
 def call(func, *args, forbid_: Iterable = (), allow: Iterable = (), task: str | None = None, **kwargs):

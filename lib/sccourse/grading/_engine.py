@@ -21,7 +21,6 @@ nbgrader, bubblewrap) and the course data, nothing else — the course files tra
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -53,18 +52,24 @@ class Course:
         root = Path(root).resolve()
         cfg_file = root / "nbgrader_config.py"
         if not cfg_file.exists():
-            raise FileNotFoundError(f"{root} has no nbgrader_config.py: run `sccourse grade` from the course folder "
-                                    "or pass --course PATH")
+            raise FileNotFoundError(
+                f"{root} has no nbgrader_config.py: run `sccourse grade` from the course folder "
+                "or pass --course PATH"
+            )
         cfg = PyFileConfigLoader(str(cfg_file), path=str(root)).load_config()
         cd = cfg.get("CourseDirectory", {})
         db_url = cd.get("db_url", f"sqlite:///{root / 'gradebook.db'}")
         if not str(db_url).startswith("sqlite:///"):
             raise ValueError(f"the grading engine needs a SQLite gradebook, found db_url={db_url!r}")
-        db = Path(str(db_url)[len("sqlite:///"):])
-        return cls(root=root, source=cd.get("source_directory", "source"),
-                   submitted=cd.get("submitted_directory", "submitted"),
-                   autograded=cd.get("autograded_directory", "autograded"),
-                   db_path=db if db.is_absolute() else root / db, course_id=cd.get("course_id", "course"))
+        db = Path(str(db_url)[len("sqlite:///") :])
+        return cls(
+            root=root,
+            source=cd.get("source_directory", "source"),
+            submitted=cd.get("submitted_directory", "submitted"),
+            autograded=cd.get("autograded_directory", "autograded"),
+            db_path=db if db.is_absolute() else root / db,
+            course_id=cd.get("course_id", "course"),
+        )
 
     def submissions(self, name: str) -> dict[str, Path]:
         base = self.root / self.submitted
@@ -121,17 +126,36 @@ def grade_one(task: Task) -> dict:
             p.write_bytes(data)
         (root / "gradebook.db").write_bytes(task.gradebook)
         db = f"sqlite:///{root / 'gradebook.db'}"
-        cmd = [sys.executable, "-m", "nbgrader", "autograde", task.name, "--student", task.student, "--create",
-               "--force", f"--CourseDirectory.root={root}", f"--CourseDirectory.db_url={db}",
-               "--CourseDirectory.source_directory=solutions", "--CourseDirectory.submitted_directory=submitted",
-               "--CourseDirectory.autograded_directory=autograded", f"--CourseDirectory.course_id={task.course_id}",
-               f"--SandboxedExecute.grading_mode={task.mode}",
-               f"--SandboxedExecute.sandbox={'True' if task.sandbox else 'False'}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "autograde",
+            task.name,
+            "--student",
+            task.student,
+            "--create",
+            "--force",
+            f"--CourseDirectory.root={root}",
+            f"--CourseDirectory.db_url={db}",
+            "--CourseDirectory.source_directory=solutions",
+            "--CourseDirectory.submitted_directory=submitted",
+            "--CourseDirectory.autograded_directory=autograded",
+            f"--CourseDirectory.course_id={task.course_id}",
+            f"--SandboxedExecute.grading_mode={task.mode}",
+            f"--SandboxedExecute.sandbox={'True' if task.sandbox else 'False'}",
+        ]
         if task.timeout:
             cmd.append(f"--Execute.timeout={task.timeout}")
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-               "SCCOURSE_GRADING_MODE": task.mode, **task.env}
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "SCCOURSE_GRADING_MODE": task.mode,
+            **task.env,
+        }
         setup_s = time.perf_counter() - t0
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
         run_s = time.perf_counter() - t0 - setup_s
@@ -144,21 +168,39 @@ def grade_one(task: Task) -> dict:
         with Gradebook(db, course_id=task.course_id) as gb:
             for nb in gb.find_assignment(task.name).notebooks:
                 sub = gb.find_submission_notebook(nb.name, task.name, task.student)
-                grades[nb.name] = [dict(name=g.name, auto_score=g.auto_score, max_score=g.max_score,
-                                        needs_manual_grade=g.needs_manual_grade) for g in sub.grades]
+                grades[nb.name] = [
+                    dict(
+                        name=g.name,
+                        auto_score=g.auto_score,
+                        max_score=g.max_score,
+                        needs_manual_grade=g.needs_manual_grade,
+                    )
+                    for g in sub.grades
+                ]
                 comments[nb.name] = {c.name: c.auto_comment for c in sub.comments}
         out_dir = root / "autograded" / task.student / task.name
         reports = {p.stem: json.loads(p.read_text()) for p in (root / "reports" / task.name).glob("*.json")}
         flags = [f for r in reports.values() for f in r.get("flags", [])]
-        return dict(student=task.student, name=task.name, autograded=_files(out_dir), grades=grades,
-                    comments=comments, flags=flags, reports=reports, seconds=time.perf_counter() - t0,
-                    setup_seconds=setup_s, run_seconds=run_s, worker=os.uname().nodename)
+        return dict(
+            student=task.student,
+            name=task.name,
+            autograded=_files(out_dir),
+            grades=grades,
+            comments=comments,
+            flags=flags,
+            reports=reports,
+            seconds=time.perf_counter() - t0,
+            setup_seconds=setup_s,
+            run_seconds=run_s,
+            worker=os.uname().nodename,
+        )
 
 
 def merge(course: Course, result: dict, *, timestamp=None) -> float:
     """Coordinator side: write one graded submission into the course (files, report, gradebook in one transaction).
 
-    Returns the seconds spent."""
+    Returns the seconds spent.
+    """
     from nbgrader.api import Gradebook
 
     t0 = time.perf_counter()
@@ -175,7 +217,7 @@ def merge(course: Course, result: dict, *, timestamp=None) -> float:
     os.replace(tmp, dest)
     reports = course.root / "reports" / name
     reports.mkdir(parents=True, exist_ok=True)
-    for nb_name, report in result["reports"].items():
+    for report in result["reports"].values():
         (reports / f"{student}.json").write_text(json.dumps(report, indent=1))
     gb = Gradebook(f"sqlite:///{course.db_path}", course_id=course.course_id)
     try:
@@ -235,14 +277,25 @@ def _client(scheduler: str | None, workers: int | None):
     if scheduler:
         return Client(scheduler), None
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=40)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
     return Client(cluster), cluster
 
 
-def grade(name: str, *, course_root: str | Path = ".", scheduler: str | None = None, workers: int | None = None,
-          mode: str | None = None, students: list[str] | None = None, force: bool = False, sandbox: bool = True,
-          timeout: int | None = None, progress: bool = True) -> list[dict]:
+def grade(
+    name: str,
+    *,
+    course_root: str | Path = ".",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    mode: str | None = None,
+    students: list[str] | None = None,
+    force: bool = False,
+    sandbox: bool = True,
+    timeout: int | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Grade every collected submission of assignment ``name``; returns one row per submission.
 
     Rows: ``student``, ``status`` (graded / unchanged / failed), ``score``, ``max_score``, ``seconds``, ``flags``,
@@ -264,8 +317,10 @@ def grade(name: str, *, course_root: str | Path = ".", scheduler: str | None = N
         from ._sandbox import missing_tools
 
         if missing_tools():
-            raise RuntimeError(f"refusing to grade without the sandbox: {', '.join(missing_tools())} not found "
-                               "(apt-get install bubblewrap), or pass --unsandboxed")
+            raise RuntimeError(
+                f"refusing to grade without the sandbox: {', '.join(missing_tools())} not found "
+                "(apt-get install bubblewrap), or pass --unsandboxed"
+            )
     source_dir = course.root / course.source / name
     if not source_dir.is_dir():
         raise FileNotFoundError(f"no source folder {source_dir} for assignment {name!r}")
@@ -290,17 +345,42 @@ def grade(name: str, *, course_root: str | Path = ".", scheduler: str | None = N
         fp = digest(files)
         if not force and state.done(student, fp):
             prev = state.data[student]
-            rows.append(dict(student=student, status="unchanged", score=prev.get("score"), max_score=max_score,
-                             seconds=0.0, flags=prev.get("flags", 0), reason=""))
+            rows.append(
+                dict(
+                    student=student,
+                    status="unchanged",
+                    score=prev.get("score"),
+                    max_score=max_score,
+                    seconds=0.0,
+                    flags=prev.get("flags", 0),
+                    reason="",
+                )
+            )
             continue
-        todo[student] = (fp, Task(name=name, student=student, config=config, source=source, gradebook=gradebook,
-                                  submission=files, mode=mode, sandbox=sandbox, timeout=timeout,
-                                  course_id=course.course_id))
+        todo[student] = (
+            fp,
+            Task(
+                name=name,
+                student=student,
+                config=config,
+                source=source,
+                gradebook=gradebook,
+                submission=files,
+                mode=mode,
+                sandbox=sandbox,
+                timeout=timeout,
+                course_id=course.course_id,
+            ),
+        )
     if todo:
         client, cluster = _client(scheduler, workers)
         try:
-            futures = {client.submit(grade_one, task, key=f"grade-{name}-{student}-{fp[:12]}", retries=1,
-                                     pure=False): student for student, (fp, task) in todo.items()}
+            futures = {
+                client.submit(
+                    grade_one, task, key=f"grade-{name}-{student}-{fp[:12]}", retries=1, pure=False
+                ): student
+                for student, (fp, task) in todo.items()
+            }
             bar = tqdm(total=len(futures), desc=f"grading {name}", unit="submission", disable=not progress)
             for future in as_completed(futures):
                 student = futures[future]
@@ -309,15 +389,37 @@ def grade(name: str, *, course_root: str | Path = ".", scheduler: str | None = N
                     result = future.result()
                     merge_s = merge(course, result)
                     score = sum((g["auto_score"] or 0.0) for gs in result["grades"].values() for g in gs)
-                    row = dict(student=student, status="graded", score=score, max_score=max_score,
-                               seconds=result["seconds"], flags=len(result["flags"]), reason="",
-                               overhead=result["setup_seconds"] + merge_s, worker=result["worker"])
-                    state.record(student, digest=fp, status="graded", score=score, flags=len(result["flags"]),
-                                 seconds=round(result["seconds"], 1), graded_at=time.strftime("%Y-%m-%d %H:%M:%S"))
+                    row = dict(
+                        student=student,
+                        status="graded",
+                        score=score,
+                        max_score=max_score,
+                        seconds=result["seconds"],
+                        flags=len(result["flags"]),
+                        reason="",
+                        overhead=result["setup_seconds"] + merge_s,
+                        worker=result["worker"],
+                    )
+                    state.record(
+                        student,
+                        digest=fp,
+                        status="graded",
+                        score=score,
+                        flags=len(result["flags"]),
+                        seconds=round(result["seconds"], 1),
+                        graded_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+                    )
                 except Exception as err:  # noqa: BLE001  (report this submission, finish the others)
                     reason = f"{type(err).__name__}: {err}"[:400]
-                    row = dict(student=student, status="failed", score=None, max_score=max_score, seconds=0.0,
-                               flags=0, reason=reason)
+                    row = dict(
+                        student=student,
+                        status="failed",
+                        score=None,
+                        max_score=max_score,
+                        seconds=0.0,
+                        flags=0,
+                        reason=reason,
+                    )
                     state.record(student, digest=fp, status="failed", reason=reason)
                 rows.append(row)
                 bar.update(1)
@@ -331,13 +433,22 @@ def grade(name: str, *, course_root: str | Path = ".", scheduler: str | None = N
 
 def print_table(rows: list[dict], file=sys.stdout) -> None:
     width = max([len("student")] + [len(r["student"]) for r in rows])
-    print(f"\n{'student':{width}s}  {'score':>7s}  {'max':>5s}  {'seconds':>7s}  {'flags':>5s}  status", file=file)
+    print(
+        f"\n{'student':{width}s}  {'score':>7s}  {'max':>5s}  {'seconds':>7s}  {'flags':>5s}  status",
+        file=file,
+    )
     print("-" * (width + 48), file=file)
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:.1f}"
         status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "")
-        print(f"{r['student']:{width}s}  {score:>7s}  {r['max_score']:5.1f}  {r['seconds']:7.1f}  {r['flags']:5d}  "
-              f"{status}", file=file)
+        print(
+            f"{r['student']:{width}s}  {score:>7s}  {r['max_score']:5.1f}  {r['seconds']:7.1f}  {r['flags']:5d}  "
+            f"{status}",
+            file=file,
+        )
     done = sum(r["status"] == "graded" for r in rows)
     failed = sum(r["status"] == "failed" for r in rows)
-    print(f"\n{done} graded, {sum(r['status'] == 'unchanged' for r in rows)} unchanged, {failed} failed", file=file)
+    print(
+        f"\n{done} graded, {sum(r['status'] == 'unchanged' for r in rows)} unchanged, {failed} failed",
+        file=file,
+    )

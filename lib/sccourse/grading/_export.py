@@ -30,17 +30,30 @@ def _gradebook(course: Course):
 def export(fmt: str, *, course_root: str | Path = ".", out: str | Path | None = None) -> Path:
     """Write the export ``fmt`` and return its path (a file, or a folder for ``gradescope``)."""
     course = Course.load(course_root)
-    default = {"nbgrader": "exports/grades-nbgrader.csv", "canvas": "exports/grades-canvas.csv",
-               "gradescope": "exports/gradescope"}
+    default = {
+        "nbgrader": "exports/grades-nbgrader.csv",
+        "canvas": "exports/grades-canvas.csv",
+        "gradescope": "exports/gradescope",
+    }
     if fmt not in default:
         raise ValueError(f"format must be one of {sorted(default)}, got {fmt!r}")
     path = Path(out) if out else course.root / default[fmt]
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "nbgrader":
-        proc = subprocess.run([sys.executable, "-m", "nbgrader", "export", f"--CsvExportPlugin.to={path}",
-                               f"--CourseDirectory.root={course.root}",
-                               f"--CourseDirectory.db_url=sqlite:///{course.db_path}"],
-                              cwd=course.root, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nbgrader",
+                "export",
+                f"--CsvExportPlugin.to={path}",
+                f"--CourseDirectory.root={course.root}",
+                f"--CourseDirectory.db_url=sqlite:///{course.db_path}",
+            ],
+            cwd=course.root,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise ValueError(f"nbgrader export failed: {proc.stderr.strip()[-500:]}")
         return path
@@ -87,11 +100,19 @@ def _messages(course: Course, assignment: str, student: str, notebook: str) -> d
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and meta.get("grade"):
             errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-            stderr = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+            stderr = [
+                o
+                for o in cell.get("outputs", [])
+                if o.get("output_type") == "stream" and o.get("name") == "stderr"
+            ]
             if errors:
-                out[meta["grade_id"]] = "\n".join(errors[0].get("traceback", [])) or errors[0].get("ename", "error")
+                out[meta["grade_id"]] = "\n".join(errors[0].get("traceback", [])) or errors[0].get(
+                    "ename", "error"
+                )
             elif stderr:
-                out[meta["grade_id"]] = "the cell wrote to stderr (nbgrader scores that 0):\n" + stderr[0]["text"][:500]
+                out[meta["grade_id"]] = (
+                    "the cell wrote to stderr (nbgrader scores that 0):\n" + stderr[0]["text"][:500]
+                )
             else:
                 out[meta["grade_id"]] = ""
     return out
@@ -108,12 +129,22 @@ def _gradescope(course: Course, folder: Path) -> Path:
                     for grade in sorted(nb.grades, key=lambda g: g.name):
                         score = float(grade.score or 0.0)
                         total += score
-                        tests.append({"name": f"{nb.name}: {grade.name}", "score": score,
-                                      "max_score": float(grade.max_score), "visibility": "visible",
-                                      "output": messages.get(grade.name, "") if grade.auto_score is not None else
-                                      "graded by hand"})
-                result = {"score": total, "tests": tests,
-                          "output": f"{assignment.name}: {total:g} of {assignment.max_score:g} points"}
+                        tests.append(
+                            {
+                                "name": f"{nb.name}: {grade.name}",
+                                "score": score,
+                                "max_score": float(grade.max_score),
+                                "visibility": "visible",
+                                "output": messages.get(grade.name, "")
+                                if grade.auto_score is not None
+                                else "graded by hand",
+                            }
+                        )
+                result = {
+                    "score": total,
+                    "tests": tests,
+                    "output": f"{assignment.name}: {total:g} of {assignment.max_score:g} points",
+                }
                 dest = folder / assignment.name / submission.student.id / "results.json"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_text(json.dumps(result, indent=1))

@@ -36,8 +36,12 @@ def _scrub(text: str) -> str:
 def _scrub_history(ip) -> None:
     ns = ip.user_ns
     hm = ip.history_manager
-    for seq in (ns.get("In"), ns.get("_ih"), getattr(hm, "input_hist_raw", None),
-                getattr(hm, "input_hist_parsed", None)):
+    for seq in (
+        ns.get("In"),
+        ns.get("_ih"),
+        getattr(hm, "input_hist_raw", None),
+        getattr(hm, "input_hist_parsed", None),
+    ):
         if isinstance(seq, list):
             for i, text in enumerate(seq):
                 if isinstance(text, str) and MARK_BEGIN in text:
@@ -65,8 +69,10 @@ def _keep_mode(ip) -> None:
     applied = getattr(grading, "_APPLIED", None)
     if applied and ip.user_ns.get("quick", applied[0]) != applied[0]:
         ip.user_ns["quick"] = applied[0]
-        print(f"{FLAG_PREFIX} notebook code changed `quick`; it was set back to the instructor's grading mode "
-              f"(quick = {applied[0]}) and the submission is flagged for review")
+        print(
+            f"{FLAG_PREFIX} notebook code changed `quick`; it was set back to the instructor's grading mode "
+            f"(quick = {applied[0]}) and the submission is flagged for review"
+        )
 
 
 def _after_cell(ip):
@@ -75,8 +81,10 @@ def _after_cell(ip):
         restored = _guard.restore()
         if restored:
             shown = ", ".join(restored[:8]) + (" ..." if len(restored) > 8 else "")
-            print(f"{FLAG_PREFIX} notebook code replaced {shown}; the originals were put back and the "
-                  "submission is flagged for review")
+            print(
+                f"{FLAG_PREFIX} notebook code replaced {shown}; the originals were put back and the "
+                "submission is flagged for review"
+            )
         _scrub_history(ip)
 
     return hook

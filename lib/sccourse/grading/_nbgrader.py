@@ -28,13 +28,17 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _flag(resources, *, cell, grade_id, rule, message, line=0, code=""):
-    resources.setdefault(FLAGS, []).append(dict(cell=cell, grade_id=grade_id, line=line, rule=rule, message=message,
-                                                code=code))
+    resources.setdefault(FLAGS, []).append(
+        dict(cell=cell, grade_id=grade_id, line=line, rule=rule, message=message, code=code)
+    )
 
 
 def _answer_ids(nb) -> list[tuple[int, str]]:
-    return [(i, c.metadata["nbgrader"]["grade_id"]) for i, c in enumerate(nb.cells)
-            if c.metadata.get("nbgrader", {}).get("solution")]
+    return [
+        (i, c.metadata["nbgrader"]["grade_id"])
+        for i, c in enumerate(nb.cells)
+        if c.metadata.get("nbgrader", {}).get("solution")
+    ]
 
 
 def _owner(nb, index: int) -> str | None:
@@ -63,14 +67,23 @@ class SandboxedExecute(Execute):
     is flagged for review.
     """
 
-    sandbox = Bool(True, help="Run every kernel in the bubblewrap sandbox (refuses to grade when it is missing). "
-                              "False runs student code with the grader's rights: only for trusted notebooks.",
-                   ).tag(config=True)
-    grading_mode = Enum(["quick", "full"], "full", help="The mode every submission is graded in, whatever its "
-                        "parameters cell says.").tag(config=True)
-    memory_limit = Integer(16 * 2**30, help="Address-space limit of a grading kernel, in bytes.").tag(config=True)
-    cpu_limit = Integer(4 * 3600, help="CPU seconds (all threads) a grading kernel may use for the whole notebook.",
-                        ).tag(config=True)
+    sandbox = Bool(
+        True,
+        help="Run every kernel in the bubblewrap sandbox (refuses to grade when it is missing). "
+        "False runs student code with the grader's rights: only for trusted notebooks.",
+    ).tag(config=True)
+    grading_mode = Enum(
+        ["quick", "full"],
+        "full",
+        help="The mode every submission is graded in, whatever its parameters cell says.",
+    ).tag(config=True)
+    memory_limit = Integer(16 * 2**30, help="Address-space limit of a grading kernel, in bytes.").tag(
+        config=True
+    )
+    cpu_limit = Integer(
+        4 * 3600,
+        help="CPU seconds (all threads) a grading kernel may use for the whole notebook.",
+    ).tag(config=True)
     max_processes = Integer(512, help="Processes and threads a grading kernel may have.").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
@@ -80,7 +93,8 @@ class SandboxedExecute(Execute):
             raise SandboxUnavailableError(
                 f"refusing to grade without the sandbox: {', '.join(missing_tools())} not found. Install it "
                 "(Debian/Ubuntu: `apt-get install bubblewrap util-linux`), or pass --SandboxedExecute.sandbox=False "
-                "to grade unsandboxed (student code then runs with your rights).")
+                "to grade unsandboxed (student code then runs with your rights)."
+            )
         self._dead_at = None
         self._resources = resources
         self._workdir = Path((resources or {}).get("metadata", {}).get("path") or ".").resolve()
@@ -89,7 +103,10 @@ class SandboxedExecute(Execute):
         if not self.sandbox:  # the kernel inherits this process's environment
             os.environ.update(SCCOURSE_GRADING="1", SCCOURSE_GRADING_MODE=self.grading_mode)
             if "--IPKernelApp.extensions=sccourse.grading._kernel" not in self.extra_arguments:
-                self.extra_arguments = [*self.extra_arguments, "--IPKernelApp.extensions=sccourse.grading._kernel"]
+                self.extra_arguments = [
+                    *self.extra_arguments,
+                    "--IPKernelApp.extensions=sccourse.grading._kernel",
+                ]
         try:
             nb, resources = super().preprocess(nb, resources, km=km)
         finally:
@@ -110,10 +127,16 @@ class SandboxedExecute(Execute):
 
         if not self.kernel_name:
             self.kernel_name = self.nb.metadata.get("kernelspec", {}).get("name") or "python3"
-        self._sandbox_obj = Sandbox(self._workdir, memory_bytes=self.memory_limit, cpu_seconds=self.cpu_limit,
-                                    max_processes=self.max_processes,
-                                    env={"SCCOURSE_GRADING_MODE": self.grading_mode})
-        self.km = SandboxKernelManager(kernel_name=self.kernel_name, config=self.config, sandbox=self._sandbox_obj)
+        self._sandbox_obj = Sandbox(
+            self._workdir,
+            memory_bytes=self.memory_limit,
+            cpu_seconds=self.cpu_limit,
+            max_processes=self.max_processes,
+            env={"SCCOURSE_GRADING_MODE": self.grading_mode},
+        )
+        self.km = SandboxKernelManager(
+            kernel_name=self.kernel_name, config=self.config, sandbox=self._sandbox_obj
+        )
         # signals cannot cross into the sandbox's own session: interrupts go over the control channel
         self.km.kernel_spec.interrupt_mode = "message"
         return self.km
@@ -127,17 +150,26 @@ class SandboxedExecute(Execute):
             return super().preprocess_cell(cell, resources, index)
         except DeadKernelError as err:
             self._dead_at = index
-            self._error(cell, "KernelDied", f"the kernel died while running this cell ({err}); the cells after it "
-                                            "were not run")
-            _flag(resources if resources is not None else self._resources, cell=index, grade_id=_owner(self.nb, index),
-                  rule="kernel-died", message="the kernel died (process exit, crash or resource limit); later cells "
-                  "score 0", code=cell.source.splitlines()[0] if cell.source else "")
+            self._error(
+                cell,
+                "KernelDied",
+                f"the kernel died while running this cell ({err}); the cells after it were not run",
+            )
+            _flag(
+                resources if resources is not None else self._resources,
+                cell=index,
+                grade_id=_owner(self.nb, index),
+                rule="kernel-died",
+                message="the kernel died (process exit, crash or resource limit); later cells score 0",
+                code=cell.source.splitlines()[0] if cell.source else "",
+            )
             return cell, resources
 
     @staticmethod
     def _error(cell, ename, evalue):
-        cell.outputs = list(cell.get("outputs", [])) + [NotebookNode(
-            output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])]
+        cell.outputs = list(cell.get("outputs", [])) + [
+            NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+        ]
 
     def _runtime_flags(self, nb, resources):
         for index, cell in enumerate(nb.cells):
@@ -147,14 +179,29 @@ class SandboxedExecute(Execute):
                 text = out.get("text", "") if out.get("output_type") == "stream" else ""
                 if FLAG_PREFIX in text:
                     line = next(ln for ln in text.splitlines() if FLAG_PREFIX in ln)
-                    _flag(resources, cell=index, grade_id=_owner(nb, index), rule="tampering",
-                          message=line.replace(FLAG_PREFIX, "").strip())
+                    _flag(
+                        resources,
+                        cell=index,
+                        grade_id=_owner(nb, index),
+                        rule="tampering",
+                        message=line.replace(FLAG_PREFIX, "").strip(),
+                    )
                 if out.get("output_type") == "error" and out.get("ename") in ("TamperingError",):
-                    _flag(resources, cell=index, grade_id=_owner(nb, index), rule="tampering",
-                          message=f"{out.get('ename')}: {out.get('evalue', '')[:200]}")
+                    _flag(
+                        resources,
+                        cell=index,
+                        grade_id=_owner(nb, index),
+                        rule="tampering",
+                        message=f"{out.get('ename')}: {out.get('evalue', '')[:200]}",
+                    )
                 if out.get("output_type") == "error" and out.get("ename") == "CellTimeoutError":
-                    _flag(resources, cell=index, grade_id=_owner(nb, index), rule="timeout",
-                          message="a cell ran past the time limit and was interrupted")
+                    _flag(
+                        resources,
+                        cell=index,
+                        grade_id=_owner(nb, index),
+                        rule="timeout",
+                        message="a cell ran past the time limit and was interrupted",
+                    )
 
 
 class SaveFlags(NbGraderPreprocessor):
@@ -165,8 +212,9 @@ class SaveFlags(NbGraderPreprocessor):
     - a JSON report ``reports/<assignment>/<student>.json`` next to the gradebook (scores and flags).
     """
 
-    report_dir = Unicode("", help="Folder for the JSON grading reports (default: reports/ beside the gradebook)."
-                         ).tag(config=True)
+    report_dir = Unicode(
+        "", help="Folder for the JSON grading reports (default: reports/ beside the gradebook)."
+    ).tag(config=True)
 
     def preprocess(self, nb, resources):
         from nbgrader.api import Gradebook
@@ -178,15 +226,22 @@ class SaveFlags(NbGraderPreprocessor):
             if flags:
                 by_answer: dict[str, list[str]] = {}
                 for f in flags:
-                    text = f"cell {f['cell']}" + (f", line {f['line']}" if f.get("line") else "") + f": {f['message']}"
+                    text = (
+                        f"cell {f['cell']}"
+                        + (f", line {f['line']}" if f.get("line") else "")
+                        + f": {f['message']}"
+                    )
                     by_answer.setdefault(f.get("grade_id") or "", []).append(text)
                 for gid, texts in by_answer.items():
                     comment = next((c for c in notebook.comments if c.name == gid), None)
                     if comment is None and notebook.comments:
                         comment = notebook.comments[0]
                     if comment is not None:
-                        comment.auto_comment = ((comment.auto_comment + "\n") if comment.auto_comment else "") + \
-                            "⚑ Flagged for review by the grading scan:\n" + "\n".join(f"- {t}" for t in texts)
+                        comment.auto_comment = (
+                            ((comment.auto_comment + "\n") if comment.auto_comment else "")
+                            + "⚑ Flagged for review by the grading scan:\n"
+                            + "\n".join(f"- {t}" for t in texts)
+                        )
                 for grade in notebook.grades:
                     grade.needs_manual_grade = True
                 gb.db.commit()
@@ -195,15 +250,25 @@ class SaveFlags(NbGraderPreprocessor):
         out = root / info["assignment"] / f"{info['student']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".json.part")
-        tmp.write_text(json.dumps({"assignment": info["assignment"], "student": info["student"],
-                                   "notebook": info["notebook"], "scores": scores, "flags": flags}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "assignment": info["assignment"],
+                    "student": info["student"],
+                    "notebook": info["notebook"],
+                    "scores": scores,
+                    "flags": flags,
+                },
+                indent=1,
+            )
+        )
         os.replace(tmp, out)
         return nb, resources
 
     @staticmethod
     def _default_report_dir(db_url: str) -> Path:
         if db_url.startswith("sqlite:///"):
-            return Path(db_url[len("sqlite:///"):]).resolve().parent / "reports"
+            return Path(db_url[len("sqlite:///") :]).resolve().parent / "reports"
         return Path("reports").resolve()
 
 
@@ -218,8 +283,12 @@ def hidden_lines(nb) -> set[str]:
 
 
 def _clean(text: str, secret: set[str]) -> str:
-    return "\n".join(ln for ln in text.split("\n") if _ANSI.sub("", ln).strip() not in secret
-                     and not any(s in _ANSI.sub("", ln) for s in secret if len(s) >= 20))
+    return "\n".join(
+        ln
+        for ln in text.split("\n")
+        if _ANSI.sub("", ln).strip() not in secret
+        and not any(s in _ANSI.sub("", ln) for s in secret if len(s) >= 20)
+    )
 
 
 class HideHiddenTests(NbGraderPreprocessor):
@@ -232,7 +301,9 @@ class HideHiddenTests(NbGraderPreprocessor):
                 cell.source = _scrub(cell.source)
             for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
                 if out.get("output_type") == "error":
-                    out["traceback"] = [_clean(f"{out.get('ename', 'Error')}: {out.get('evalue', '')}", secret)]
+                    out["traceback"] = [
+                        _clean(f"{out.get('ename', 'Error')}: {out.get('evalue', '')}", secret)
+                    ]
                     out["evalue"] = _clean(out.get("evalue", ""), secret)
                 elif out.get("output_type") == "stream":
                     out["text"] = _clean(out.get("text", ""), secret)

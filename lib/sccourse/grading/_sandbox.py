@@ -63,8 +63,16 @@ class Sandbox:
     readonly: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
-    PASS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "LANG", "LC_ALL",
-                "TZ", "PYTHONHASHSEED")
+    PASS_ENV = (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "NUMBA_NUM_THREADS",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "PYTHONHASHSEED",
+    )
 
     def uid(self) -> int:
         """An unprivileged user id of this sandbox's own (so that process limits are not shared)."""
@@ -93,7 +101,8 @@ class Sandbox:
             raise SandboxUnavailableError(
                 f"the grading sandbox needs {', '.join(missing_tools())} (Debian/Ubuntu: "
                 "`apt-get install bubblewrap util-linux`); to grade without a sandbox anyway, pass "
-                "--SandboxedExecute.sandbox=False (not recommended: student code then runs with your rights)")
+                "--SandboxedExecute.sandbox=False (not recommended: student code then runs with your rights)"
+            )
         workdir = Path(self.workdir).resolve()
         made: set[str] = set()
 
@@ -106,11 +115,39 @@ class Sandbox:
                 out += ["--perms", "0755", "--dir", str(a)]
             return out
 
-        args = ["prlimit", f"--as={self.memory_bytes}", f"--cpu={self.cpu_seconds}", f"--nproc={self.max_processes}",
-                "--", "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev",
-                "--perms", "1777", "--tmpfs", "/dev/shm",
-                "--perms", "1777", "--tmpfs", "/tmp", "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"]
+        args = [
+            "prlimit",
+            f"--as={self.memory_bytes}",
+            f"--cpu={self.cpu_seconds}",
+            f"--nproc={self.max_processes}",
+            "--",
+            "bwrap",
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/dev/shm",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--ro-bind",
+            "/etc",
+            "/etc",
+        ]
         made |= {"/usr", "/etc", "/tmp"}
         for p in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
             if os.path.islink(p):
@@ -118,8 +155,13 @@ class Sandbox:
             elif os.path.isdir(p):
                 args += ["--ro-bind", p, p]
         data, data_env = self.data_paths()
-        shown = [Path(os.path.realpath(sys.base_prefix)), Path(sys.prefix).resolve(), _package_root(), *data,
-                 *map(Path, self.readonly)]
+        shown = [
+            Path(os.path.realpath(sys.base_prefix)),
+            Path(sys.prefix).resolve(),
+            _package_root(),
+            *data,
+            *map(Path, self.readonly),
+        ]
         seen = set()
         for p in shown:
             if str(p) in seen or str(p).startswith("/usr/") or not p.exists():
@@ -128,10 +170,19 @@ class Sandbox:
             args += parents(p) + ["--ro-bind", str(p), str(p)]
         for p in (ipc_dir, workdir):
             args += parents(p) + ["--bind", str(p), str(p)]
-        env = {"HOME": "/tmp/home", "IPYTHONDIR": "/tmp/ipython", "MPLCONFIGDIR": "/tmp/matplotlib",
-               "NUMBA_CACHE_DIR": "/tmp/numba", "XDG_CACHE_HOME": "/tmp/cache", "USER": "student",
-               "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin", "PYTHONNOUSERSITE": "1",
-               "NBGRADER_EXECUTION": "autograde", "SCCOURSE_GRADING": "1", "TQDM_DISABLE": "1"}
+        env = {
+            "HOME": "/tmp/home",
+            "IPYTHONDIR": "/tmp/ipython",
+            "MPLCONFIGDIR": "/tmp/matplotlib",
+            "NUMBA_CACHE_DIR": "/tmp/numba",
+            "XDG_CACHE_HOME": "/tmp/cache",
+            "USER": "student",
+            "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/bin:/bin",
+            "PYTHONNOUSERSITE": "1",
+            "NBGRADER_EXECUTION": "autograde",
+            "SCCOURSE_GRADING": "1",
+            "TQDM_DISABLE": "1",
+        }
         env.update({k: os.environ[k] for k in self.PASS_ENV if k in os.environ})
         env.update(data_env)
         env.update(self.env)
@@ -139,14 +190,25 @@ class Sandbox:
         for k, v in env.items():
             args += ["--setenv", k, v]
         uid = str(self.uid())
-        args += ["--chdir", str(workdir), "--", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        args += [
+            "--chdir",
+            str(workdir),
+            "--",
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
         return args + list(kernel_cmd) + [f"--IPKernelApp.extensions={KERNEL_EXTENSION}"]
 
     def grant(self) -> None:
         """Let the sandbox user write the working folder (called before the kernel starts)."""
         uid = self.uid()
-        for root, dirs, files in os.walk(self.workdir):
+        for root, _dirs, files in os.walk(self.workdir):
             os.chown(root, uid, uid)
             for f in files:
                 os.chown(os.path.join(root, f), uid, uid, follow_symlinks=False)
@@ -154,7 +216,7 @@ class Sandbox:
     def reclaim(self) -> None:
         """Give the working folder back to the grader's user (called after the kernel stops)."""
         me, group = os.getuid(), os.getgid()
-        for root, dirs, files in os.walk(self.workdir):
+        for root, _dirs, files in os.walk(self.workdir):
             os.chown(root, me, group)
             for f in files:
                 os.chown(os.path.join(root, f), me, group, follow_symlinks=False)

@@ -12,9 +12,31 @@ import re
 from dataclasses import asdict, dataclass
 
 # packages whose objects a submission must not reassign
-WATCHED_ROOTS = {"numpy", "scipy", "pandas", "torch", "sklearn", "scanpy", "anndata", "sccourse", "builtins", "sys",
-                 "matplotlib", "IPython", "ipykernel", "nbgrader", "importlib", "os", "pytest", "unittest", "math",
-                 "seaborn", "igraph", "leidenalg", "formulaic"}
+WATCHED_ROOTS = {
+    "numpy",
+    "scipy",
+    "pandas",
+    "torch",
+    "sklearn",
+    "scanpy",
+    "anndata",
+    "sccourse",
+    "builtins",
+    "sys",
+    "matplotlib",
+    "IPython",
+    "ipykernel",
+    "nbgrader",
+    "importlib",
+    "os",
+    "pytest",
+    "unittest",
+    "math",
+    "seaborn",
+    "igraph",
+    "leidenalg",
+    "formulaic",
+}
 FORBIDDEN_IMPORTS = {
     "sqlite3": "opens databases (the gradebook is one)",
     "ctypes": "calls native code directly (can crash or bypass the interpreter)",
@@ -66,11 +88,44 @@ FORBIDDEN_CALLS = {
 HISTORY_NAMES = {"In", "Out", "_ih", "_oh", "_dh", "_i", "_ii", "_iii", "__builtins__", "__builtin__"}
 PARAMETERS = {"quick", "seed", "device"}
 COURSE_WORDS = re.compile(r"solutions|gradebook|submitted|autograded|exchange|\.db\b|/etc/|/root|/home|\.\./")
-FILE_FUNCS = {"open", "io.open", "os.open", "os.listdir", "os.scandir", "os.walk", "os.remove", "os.unlink",
-              "os.rename", "shutil.copy", "shutil.copyfile", "shutil.copytree", "shutil.rmtree", "shutil.move",
-              "glob.glob", "pathlib.Path", "Path", "numpy.load", "numpy.save", "numpy.loadtxt", "pandas.read_csv",
-              "pickle.load", "torch.load", "torch.save"}
-SAFE_MAGICS = {"time", "timeit", "matplotlib", "config", "precision", "pprint", "who", "whos", "debug", "lsmagic"}
+FILE_FUNCS = {
+    "open",
+    "io.open",
+    "os.open",
+    "os.listdir",
+    "os.scandir",
+    "os.walk",
+    "os.remove",
+    "os.unlink",
+    "os.rename",
+    "shutil.copy",
+    "shutil.copyfile",
+    "shutil.copytree",
+    "shutil.rmtree",
+    "shutil.move",
+    "glob.glob",
+    "pathlib.Path",
+    "Path",
+    "numpy.load",
+    "numpy.save",
+    "numpy.loadtxt",
+    "pandas.read_csv",
+    "pickle.load",
+    "torch.load",
+    "torch.save",
+}
+SAFE_MAGICS = {
+    "time",
+    "timeit",
+    "matplotlib",
+    "config",
+    "precision",
+    "pprint",
+    "who",
+    "whos",
+    "debug",
+    "lsmagic",
+}
 
 
 @dataclass
@@ -144,7 +199,9 @@ class _Visitor(ast.NodeVisitor):
     # imports ---------------------------------------------------------------------------------------
     def visit_Import(self, node):
         for alias in node.names:
-            self.aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+            self.aliases[alias.asname or alias.name.split(".")[0]] = (
+                alias.name if alias.asname else alias.name.split(".")[0]
+            )
             self.check_import(node, alias.name)
 
     def visit_ImportFrom(self, node):
@@ -174,13 +231,21 @@ class _Visitor(ast.NodeVisitor):
                 self.add(node, "kernel", f"changes kernel internals ({dotted})")
         elif isinstance(target, ast.Subscript):
             dotted = self.dotted(target.value)
-            if dotted in ("sys.modules", "os.environ") or (dotted or "").endswith("__dict__") and self.watched(dotted):
+            if (
+                dotted in ("sys.modules", "os.environ")
+                or (dotted or "").endswith("__dict__")
+                and self.watched(dotted)
+            ):
                 self.add(node, "monkeypatch", f"changes {dotted}[...]")
             elif dotted in HISTORY_NAMES:
                 self.add(node, "kernel", f"changes the kernel's history ({dotted})")
         elif isinstance(target, ast.Name) and target.id in PARAMETERS:
-            self.add(node, "parameters", f"reassigns the notebook parameter `{target.id}` (the grading mode and "
-                                         "seed are set by the instructor)")
+            self.add(
+                node,
+                "parameters",
+                f"reassigns the notebook parameter `{target.id}` (the grading mode and "
+                "seed are set by the instructor)",
+            )
 
     def visit_Assign(self, node):
         for t in node.targets:
@@ -212,8 +277,14 @@ class _Visitor(ast.NodeVisitor):
             owner = self.dotted(node.args[0])
             if self.watched(owner):
                 self.add(node, "monkeypatch", f"{dotted} on {owner}")
-        elif dotted in ("os.environ.update", "os.environ.pop", "os.environ.setdefault", "sys.modules.update",
-                        "sys.modules.pop", "sys.modules.setdefault"):
+        elif dotted in (
+            "os.environ.update",
+            "os.environ.pop",
+            "os.environ.setdefault",
+            "sys.modules.update",
+            "sys.modules.pop",
+            "sys.modules.setdefault",
+        ):
             self.add(node, "monkeypatch", f"calls {dotted}")
         elif dotted is not None:
             base = dotted.split("(")[0]
@@ -261,8 +332,14 @@ def scan_notebook(nb) -> list[Flag]:
     flags: list[Flag] = []
     aliases: dict[str, str] = {}
     last_answer = None
-    first_answer = next((c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-                         if c.metadata.get("nbgrader", {}).get("solution")), None)
+    first_answer = next(
+        (
+            c.metadata["nbgrader"]["grade_id"]
+            for c in nb.cells
+            if c.metadata.get("nbgrader", {}).get("solution")
+        ),
+        None,
+    )
     for index, cell in enumerate(nb.cells):
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution"):
@@ -279,5 +356,7 @@ def scan_notebook(nb) -> list[Flag]:
         lines = cell.source.splitlines()
         for line, rule, message in scan_source(cell.source, aliases):
             code = lines[line - 1] if 0 < line <= len(lines) else ""
-            flags.append(Flag(index, meta.get("grade_id") or last_answer or first_answer, line, rule, message, code))
+            flags.append(
+                Flag(index, meta.get("grade_id") or last_answer or first_answer, line, rule, message, code)
+            )
     return flags

@@ -16,7 +16,9 @@ def _as_perf(perf, columns):
         return perf
     arr = np.asarray(perf, dtype=float)
     if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"perf must be an (iterations x 3) array [iteration, objective, ARI], got shape {arr.shape}")
+        raise ValueError(
+            f"perf must be an (iterations x 3) array [iteration, objective, ARI], got shape {arr.shape}"
+        )
     return pd.DataFrame(arr, columns=columns)
 
 
@@ -47,8 +49,12 @@ def monitor_perf(perf, *, objective: str = "objective", title: str | None = None
     axes[0].plot(df[it_col], df[obj_col], color="C0", lw=1.5)
     axes[0].set(xlabel="iteration", ylabel=objective, title="objective")
     ok = df[ari_col].notna()
-    axes[1].plot(df.loc[ok, it_col], df.loc[ok, ari_col], color="C1", lw=1.5, marker="o" if ok.sum() < 30 else None)
-    axes[1].set(xlabel="iteration", ylabel="ARI", title="ARI vs cell types", ylim=(min(0, df[ari_col].min()), 1))
+    axes[1].plot(
+        df.loc[ok, it_col], df.loc[ok, ari_col], color="C1", lw=1.5, marker="o" if ok.sum() < 30 else None
+    )
+    axes[1].set(
+        xlabel="iteration", ylabel="ARI", title="ARI vs cell types", ylim=(min(0, df[ari_col].min()), 1)
+    )
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
@@ -57,8 +63,15 @@ def monitor_perf(perf, *, objective: str = "objective", title: str | None = None
     return _finish(fig, title=title, save=save)
 
 
-def compare_curves(curves: dict, *, xlabel: str = "iteration", ylabel: str = "ARI", title: str | None = None,
-                   logy: bool = False, save=None):
+def compare_curves(
+    curves: dict,
+    *,
+    xlabel: str = "iteration",
+    ylabel: str = "ARI",
+    title: str | None = None,
+    logy: bool = False,
+    save=None,
+):
     """Several named curves on one axis: ``{"NMF-SSE": (x, y), "NMF-Poisson": (x, y)}``.
 
     The legend sits to the right of the axes, never over the curves; a curve with few points gets markers; integer

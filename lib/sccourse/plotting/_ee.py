@@ -13,8 +13,11 @@ def _scatter(ax, X, labels, *, cmap_cat="tab20", cmap_num="viridis", s=4.0, lege
     import pandas as pd
 
     lab = pd.Series(np.asarray(labels, dtype=object) if labels is not None else np.zeros(X.shape[0]))
-    numeric = labels is not None and pd.api.types.is_numeric_dtype(pd.Series(labels).dtype) and \
-        pd.Series(labels).nunique() > 20
+    numeric = (
+        labels is not None
+        and pd.api.types.is_numeric_dtype(pd.Series(labels).dtype)
+        and pd.Series(labels).nunique() > 20
+    )
     if numeric:
         vals = pd.Series(labels).astype(float).to_numpy()
         missing = np.isnan(vals)
@@ -29,14 +32,31 @@ def _scatter(ax, X, labels, *, cmap_cat="tab20", cmap_num="viridis", s=4.0, lege
     colours = plt.get_cmap(cmap_cat if len(cats.categories) > 10 else "tab10")
     for i, cat in enumerate(cats.categories):
         m = np.asarray(cats == cat)
-        ax.scatter(X[m, 0], X[m, 1], s=s, color="lightgrey" if cat == "NA" else colours(i % colours.N),
-                   label=cat, linewidths=0, rasterized=X.shape[0] > 20_000)
+        ax.scatter(
+            X[m, 0],
+            X[m, 1],
+            s=s,
+            color="lightgrey" if cat == "NA" else colours(i % colours.N),
+            label=cat,
+            linewidths=0,
+            rasterized=X.shape[0] > 20_000,
+        )
     return None
 
 
-def embedding_grid(embeddings: dict, labels=None, *, X_high=None, k: int = 10, ncols: int | None = None,
-                   label_name: str = "cell type", title: str | None = None, point_size: float = 4.0,
-                   axis_name: str = "dim", save=None):
+def embedding_grid(
+    embeddings: dict,
+    labels=None,
+    *,
+    X_high=None,
+    k: int = 10,
+    ncols: int | None = None,
+    label_name: str = "cell type",
+    title: str | None = None,
+    point_size: float = 4.0,
+    axis_name: str = "dim",
+    save=None,
+):
     """One panel per 2-D embedding, coloured by ``labels``, scores in the titles.
 
     Parameters
@@ -77,34 +97,51 @@ def embedding_grid(embeddings: dict, labels=None, *, X_high=None, k: int = 10, n
         raise ValueError(f"labels has {len(labels)} entries but the embeddings have {n} cells")
     ncols = ncols or min(4, len(arrays))
     nrows = int(np.ceil(len(arrays) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols + 1.8, 3.5 * nrows), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols + 1.8, 3.5 * nrows), squeeze=False, constrained_layout=True
+    )
     mappable = None
     for ax, (name, X) in zip(axes.ravel(), arrays.items()):
         sc = _scatter(ax, X, labels, s=point_size)
         mappable = sc if sc is not None else mappable
         t = name
         if X_high is not None:
-            t += (f"\nT={trustworthiness(X_high, X, k=k):.3f}, "
-                  f"{k}-NN kept={knn_preservation(X_high, X, k=k):.3f}")
+            t += (
+                f"\nT={trustworthiness(X_high, X, k=k):.3f}, "
+                f"{k}-NN kept={knn_preservation(X_high, X, k=k):.3f}"
+            )
         ax.set_title(t, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel(f"{axis_name} 1", fontsize=8)
         ax.set_ylabel(f"{axis_name} 2", fontsize=8)
-    for ax in axes.ravel()[len(arrays):]:
+    for ax in axes.ravel()[len(arrays) :]:
         ax.axis("off")
     if mappable is not None:
         fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, label=label_name)
     elif labels is not None:
         handles, names = axes.ravel()[0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside right center", markerscale=3, frameon=False, fontsize=8,
-                   title=label_name)
+        fig.legend(
+            handles,
+            names,
+            loc="outside right center",
+            markerscale=3,
+            frameon=False,
+            fontsize=8,
+            title=label_name,
+        )
     return _finish(fig, title=title, save=save)
 
 
-def objective_vs_time(histories: dict, *, x="time_s", y: str = "objective", logy: bool = True,
-                      title: str | None = "EE objective", save=None):
+def objective_vs_time(
+    histories: dict,
+    *,
+    x="time_s",
+    y: str = "objective",
+    logy: bool = True,
+    title: str | None = "EE objective",
+    save=None,
+):
     """Objective against wall-clock time and/or iterations for several optimisers.
 
     ``histories`` maps a name to a DataFrame with columns ``x`` and ``y`` (e.g. ``ElasticEmbedding.history_``).
@@ -122,15 +159,18 @@ def objective_vs_time(histories: dict, *, x="time_s", y: str = "objective", logy
             if col not in h:
                 raise ValueError(f"history {name!r} needs columns {xs + (y,)}, has {list(h.columns)}")
     best = min(float(h[y].min()) for h in histories.values())
-    fig, axes = plt.subplots(1, len(xs), figsize=(4.6 * len(xs) + 1.6, 3.8), squeeze=False, sharey=True,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(xs), figsize=(4.6 * len(xs) + 1.6, 3.8), squeeze=False, sharey=True, constrained_layout=True
+    )
     labels = {"time_s": "wall-clock time (s)", "iteration": "iteration"}
     for ax, col in zip(axes[0], xs):
         for name, h in histories.items():
             vals = h[y].to_numpy(float)
             if logy:
                 vals = vals - best + 1e-6 * max(abs(best), 1e-12)
-            ax.plot(h[col].to_numpy(float), vals, lw=1.6, marker="o" if len(h) < 25 else None, ms=3, label=name)
+            ax.plot(
+                h[col].to_numpy(float), vals, lw=1.6, marker="o" if len(h) < 25 else None, ms=3, label=name
+            )
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel(labels.get(col, col))
@@ -145,8 +185,16 @@ def objective_vs_time(histories: dict, *, x="time_s", y: str = "objective", logy
     return _finish(fig, title=title, save=save)
 
 
-def held_out_map(X_train, X_test, labels_test=None, *, label_name: str = "cell type", title: str | None = None,
-                 axis_name: str = "dim", save=None):
+def held_out_map(
+    X_train,
+    X_test,
+    labels_test=None,
+    *,
+    label_name: str = "cell type",
+    title: str | None = None,
+    axis_name: str = "dim",
+    save=None,
+):
     """Cells mapped by a trained network: training cells in grey, held-out cells on top, coloured by label.
 
     Parameters
@@ -165,24 +213,50 @@ def held_out_map(X_train, X_test, labels_test=None, *, label_name: str = "cell t
     if labels_test is not None and len(labels_test) != X_test.shape[0]:
         raise ValueError(f"labels_test has {len(labels_test)} entries but X_test has {X_test.shape[0]} rows")
     fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
-    ax.scatter(X_train[:, 0], X_train[:, 1], s=3, color="lightgrey", linewidths=0,
-               label=f"training cells ({X_train.shape[0]:,})")
+    ax.scatter(
+        X_train[:, 0],
+        X_train[:, 1],
+        s=3,
+        color="lightgrey",
+        linewidths=0,
+        label=f"training cells ({X_train.shape[0]:,})",
+    )
     if labels_test is None:
-        ax.scatter(X_test[:, 0], X_test[:, 1], s=8, color="C3", linewidths=0,
-                   label=f"held-out cells ({X_test.shape[0]:,})")
+        ax.scatter(
+            X_test[:, 0],
+            X_test[:, 1],
+            s=8,
+            color="C3",
+            linewidths=0,
+            label=f"held-out cells ({X_test.shape[0]:,})",
+        )
     else:
         _scatter(ax, X_test[:, :2], labels_test, s=8.0)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlabel(f"{axis_name} 1")
     ax.set_ylabel(f"{axis_name} 2")
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", markerscale=2.5, frameon=False,
-               fontsize=8, title=None if labels_test is None else f"held-out cells, by {label_name}")
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="outside right center",
+        markerscale=2.5,
+        frameon=False,
+        fontsize=8,
+        title=None if labels_test is None else f"held-out cells, by {label_name}",
+    )
     return _finish(fig, title=title, save=save)
 
 
-def bandwidths(beta, d_knn, labels=None, *, k: int = 30, label_name: str = "cell type", title: str | None = None,
-               save=None):
+def bandwidths(
+    beta,
+    d_knn,
+    labels=None,
+    *,
+    k: int = 30,
+    label_name: str = "cell type",
+    title: str | None = None,
+    save=None,
+):
     """Per-cell Gaussian bandwidth ``σ_n = 1/√(2β_n)`` against the distance to the ``k``-th nearest neighbour.
 
     Both axes are logarithmic; with ``labels`` the points are coloured by category (legend).
@@ -203,12 +277,19 @@ def bandwidths(beta, d_knn, labels=None, *, k: int = 30, label_name: str = "cell
         ax.scatter(d_knn, sigma, s=8, linewidths=0)
     else:
         _scatter(ax, np.column_stack([d_knn, sigma]), labels, s=10.0)
-        fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", markerscale=2, frameon=False,
-                   fontsize=8, title=label_name)
+        fig.legend(
+            *ax.get_legend_handles_labels(),
+            loc="outside right center",
+            markerscale=2,
+            frameon=False,
+            fontsize=8,
+            title=label_name,
+        )
     from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log")
     ax.set_yscale("log")
+
     def plain(v, _pos, *, minor=False):  # 2, 3, 5, 10, 20, ... rather than 2 × 10⁰
         lead = round(v / 10 ** np.floor(np.log10(v))) if v > 0 else 0
         return f"{v:g}" if not minor or lead in (2, 3, 5) else ""

@@ -37,8 +37,9 @@ def _labels(labels, n: int, name: str = "labels"):
     return lab.to_numpy(), cats
 
 
-def tsne_side_by_side(embeddings: dict, labels, *, perplexity: float = 30.0, seed: int = 0,
-                      title: str | None = None, save=None):
+def tsne_side_by_side(
+    embeddings: dict, labels, *, perplexity: float = 30.0, seed: int = 0, title: str | None = None, save=None
+):
     """t-SNE (:func:`scanpy.tl.tsne`) of several cell embeddings, one panel each, coloured by label.
 
     Parameters
@@ -66,8 +67,9 @@ def tsne_side_by_side(embeddings: dict, labels, *, perplexity: float = 30.0, see
         raise ValueError(f"all embeddings must have the same number of cells, got {sorted(n)}")
     lab, cats = _labels(labels, n.pop())
     colours = _palette(cats)
-    fig, axes = plt.subplots(1, len(arrays), figsize=(4.6 * len(arrays) + 1.8, 4.4), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(arrays), figsize=(4.6 * len(arrays) + 1.8, 4.4), constrained_layout=True, squeeze=False
+    )
     for ax, (name, emb) in zip(axes[0], arrays.items()):
         a = ad.AnnData(np.zeros((emb.shape[0], 1), dtype=np.float32))
         a.obsm["X_emb"] = emb
@@ -77,13 +79,27 @@ def tsne_side_by_side(embeddings: dict, labels, *, perplexity: float = 30.0, see
             m = lab == c
             ax.scatter(xy[m, 0], xy[m, 1], s=6, color=colours[c], label=f"{c} ({m.sum()})", linewidths=0)
         ax.set(title=name, xlabel="t-SNE 1", ylabel="t-SNE 2", xticks=[], yticks=[])
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, markerscale=2.5,
-                       fontsize=8, title="cell type")
+    axes[0, -1].legend(
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        frameon=False,
+        markerscale=2.5,
+        fontsize=8,
+        title="cell type",
+    )
     return _finish(fig, title=title, save=save)
 
 
-def topic_clustermap(theta, labels, *, title: str | None = None, cmap: str = "viridis", vmin: float | None = 0.0,
-                     vmax: float | None = 1.0, save=None):
+def topic_clustermap(
+    theta,
+    labels,
+    *,
+    title: str | None = None,
+    cmap: str = "viridis",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    save=None,
+):
     """Cells x topics heatmap (:func:`seaborn.clustermap`), rows and topics clustered, with a cell-type colour bar.
 
     Parameters
@@ -112,27 +128,48 @@ def topic_clustermap(theta, labels, *, title: str | None = None, cmap: str = "vi
     colours = _palette(cats)
     df = pd.DataFrame(T, columns=[str(k) for k in range(T.shape[1])])
     row_colors = pd.Series([colours[c] for c in lab], name="cell type")
-    with warnings.catch_warnings():  # seaborn suggests fastcluster for large matrices; scipy is fast enough here
+    with (
+        warnings.catch_warnings()
+    ):  # seaborn suggests fastcluster for large matrices; scipy is fast enough here
         warnings.filterwarnings("ignore", message="Clustering large matrix with scipy")
-        grid = sns.clustermap(df, row_colors=row_colors, col_cluster=True, row_cluster=True, cmap=cmap, vmin=vmin,
-                              vmax=vmax, yticklabels=False, xticklabels=True, figsize=(8.5, 7), method="average",
-                              dendrogram_ratio=(0.12, 0.1), cbar_pos=(0.02, 0.9, 0.11, 0.02),
-                              cbar_kws={"label": "θ (topic proportion)", "orientation": "horizontal"})
+        grid = sns.clustermap(
+            df,
+            row_colors=row_colors,
+            col_cluster=True,
+            row_cluster=True,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            yticklabels=False,
+            xticklabels=True,
+            figsize=(8.5, 7),
+            method="average",
+            dendrogram_ratio=(0.12, 0.1),
+            cbar_pos=(0.02, 0.9, 0.11, 0.02),
+            cbar_kws={"label": "θ (topic proportion)", "orientation": "horizontal"},
+        )
     grid.ax_cbar.xaxis.set_ticks_position("top")  # ticks and label above the bar, clear of the dendrogram
     grid.ax_cbar.xaxis.set_label_position("top")
     grid.ax_cbar.tick_params(labelsize=8)
     grid.ax_heatmap.set(xlabel="topic", ylabel=f"cells ({T.shape[0]})")
     handles = [Patch(color=colours[c], label=f"{c} ({(lab == c).sum()})") for c in cats]
-    grid.ax_heatmap.legend(handles=handles, loc="center left", bbox_to_anchor=(1.07, 0.5), frameon=False,
-                           fontsize=8, title="cell type")
+    grid.ax_heatmap.legend(
+        handles=handles,
+        loc="center left",
+        bbox_to_anchor=(1.07, 0.5),
+        frameon=False,
+        fontsize=8,
+        title="cell type",
+    )
     grid.figure.suptitle(title or "cells x topics", y=1.02)
     if save is not None:
         grid.figure.savefig(save, dpi=120, bbox_inches="tight")
     return grid.figure
 
 
-def topic_gene_heatmap(weights, *, n_top: int = 5, vmax: float | None = 0.2, title: str | None = None,
-                       save=None):
+def topic_gene_heatmap(
+    weights, *, n_top: int = 5, vmax: float | None = 0.2, title: str | None = None, save=None
+):
     """Heatmap (:func:`seaborn.heatmap`) of the top ``n_top`` genes of every topic (rows) over all topics.
 
     Parameters
@@ -162,9 +199,22 @@ def topic_gene_heatmap(weights, *, n_top: int = 5, vmax: float | None = 0.2, tit
             if g not in rows:
                 rows.append(g)
     sub = weights.loc[rows]
-    fig, ax = plt.subplots(figsize=(0.42 * weights.shape[1] + 2.8, 0.19 * len(rows) + 1.5), constrained_layout=True)
-    sns.heatmap(sub, ax=ax, cmap="Reds", vmin=0, vmax=vmax, cbar_kws={"label": f"β (colour capped at {vmax:g})" if vmax else "β", "shrink": min(1.0, 12 / len(rows))},
-                yticklabels=True, xticklabels=True)
+    fig, ax = plt.subplots(
+        figsize=(0.42 * weights.shape[1] + 2.8, 0.19 * len(rows) + 1.5), constrained_layout=True
+    )
+    sns.heatmap(
+        sub,
+        ax=ax,
+        cmap="Reds",
+        vmin=0,
+        vmax=vmax,
+        cbar_kws={
+            "label": f"β (colour capped at {vmax:g})" if vmax else "β",
+            "shrink": min(1.0, 12 / len(rows)),
+        },
+        yticklabels=True,
+        xticklabels=True,
+    )
     ax.tick_params(axis="y", labelsize=7)
     ax.set(xlabel="topic", ylabel="gene", title=title or f"top {n_top} genes per topic")
     return _finish(fig, save=save)

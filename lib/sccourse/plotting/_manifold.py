@@ -31,8 +31,20 @@ def _values(adata, key):
     raise ValueError(f"{key!r} is neither an obs column nor a gene in var_names")
 
 
-def _scatter(ax, fig, xy, values, *, title, cmap="viridis", size=None, vmin=None, vmax=None, cbar_label=None,
-             extend="neither"):
+def _scatter(
+    ax,
+    fig,
+    xy,
+    values,
+    *,
+    title,
+    cmap="viridis",
+    size=None,
+    vmin=None,
+    vmax=None,
+    cbar_label=None,
+    extend="neither",
+):
     import pandas as pd
 
     size = size if size is not None else max(2.0, 12000 / max(len(xy), 1) / 4)
@@ -41,14 +53,31 @@ def _scatter(ax, fig, xy, values, *, title, cmap="viridis", size=None, vmin=None
         palette = __import__("matplotlib").colormaps["tab20"]
         for i, c in enumerate(cats.cat.categories):
             m = (cats == c).to_numpy()
-            ax.scatter(xy[m, 0], xy[m, 1], s=size, color=palette(i % 20), label=str(c), linewidths=0, rasterized=True)
-        ax.legend(markerscale=3, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5),
-                  ncol=1 if len(cats.cat.categories) <= 14 else 2)
+            ax.scatter(
+                xy[m, 0], xy[m, 1], s=size, color=palette(i % 20), label=str(c), linewidths=0, rasterized=True
+            )
+        ax.legend(
+            markerscale=3,
+            fontsize=7,
+            frameon=False,
+            loc="center left",
+            bbox_to_anchor=(1, 0.5),
+            ncol=1 if len(cats.cat.categories) <= 14 else 2,
+        )
     else:
         v = np.asarray(values, dtype=float)
         order = np.argsort(v, kind="stable")  # highest values on top
-        sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], s=size, cmap=cmap, vmin=vmin, vmax=vmax,
-                        linewidths=0, rasterized=True)
+        sc = ax.scatter(
+            xy[order, 0],
+            xy[order, 1],
+            c=v[order],
+            s=size,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            linewidths=0,
+            rasterized=True,
+        )
         cb = fig.colorbar(sc, ax=ax, shrink=0.8, extend=extend)
         if cbar_label:
             cb.set_label(cbar_label)
@@ -57,9 +86,18 @@ def _scatter(ax, fig, xy, values, *, title, cmap="viridis", size=None, vmin=None
     ax.set_yticks([])
 
 
-def embedding_panels(adata, color, *, basis: str = "umap", components=(0, 1), ncols: int = 4,
-                     cmap: str = "viridis", title: str | None = None, cbar_label: str | None = "log1p expr.",
-                     save=None):
+def embedding_panels(
+    adata,
+    color,
+    *,
+    basis: str = "umap",
+    components=(0, 1),
+    ncols: int = 4,
+    cmap: str = "viridis",
+    title: str | None = None,
+    cbar_label: str | None = "log1p expr.",
+    save=None,
+):
     """One scatter panel per entry of ``color`` (obs columns or genes) on ``obsm["X_<basis>"]``.
 
     Categorical values get a legend, continuous ones a colour bar. For a diffusion map pass
@@ -73,22 +111,31 @@ def embedding_panels(adata, color, *, basis: str = "umap", components=(0, 1), nc
     xy = _coords(adata, basis, components)
     ncols = min(ncols, len(keys))
     nrows = int(np.ceil(len(keys) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.1 * nrows), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 3.1 * nrows), constrained_layout=True, squeeze=False
+    )
     name = basis.replace("X_", "").upper() if basis != "diffmap" else "DC"
     for ax, key in zip(axes.ravel(), keys):
         vals = _values(adata, key)
-        _scatter(ax, fig, xy, vals, title=key, cmap=cmap,
-                 cbar_label=cbar_label if key not in adata.obs else None)
+        _scatter(
+            ax, fig, xy, vals, title=key, cmap=cmap, cbar_label=cbar_label if key not in adata.obs else None
+        )
         ax.set_xlabel(f"{name}{components[0] + (basis != 'diffmap')}")
         ax.set_ylabel(f"{name}{components[1] + (basis != 'diffmap')}")
-    for ax in axes.ravel()[len(keys):]:
+    for ax in axes.ravel()[len(keys) :]:
         ax.set_visible(False)
     return _finish(fig, title=title, save=save)
 
 
-def marker_matrixplot(table, *, title: str = "mean marker expression by cluster", cmap: str = "Reds",
-                      standardize: bool = True, highlight=None, save=None):
+def marker_matrixplot(
+    table,
+    *,
+    title: str = "mean marker expression by cluster",
+    cmap: str = "Reds",
+    standardize: bool = True,
+    highlight=None,
+    save=None,
+):
     """Heatmap of a (groups x markers) table, e.g. :func:`sccourse.manifold.marker_table`.
 
     ``standardize=True`` scales each marker to [0, 1] across groups (as scanpy's ``standard_scale="var"``);
@@ -104,7 +151,9 @@ def marker_matrixplot(table, *, title: str = "mean marker expression by cluster"
     if standardize:
         lo, hi = vals.min(axis=0), vals.max(axis=0)
         shown = (vals - lo) / np.where(hi > lo, hi - lo, 1.0)
-    fig, ax = plt.subplots(figsize=(0.6 * vals.shape[1] + 2.5, 0.35 * vals.shape[0] + 1.6), constrained_layout=True)
+    fig, ax = plt.subplots(
+        figsize=(0.6 * vals.shape[1] + 2.5, 0.35 * vals.shape[0] + 1.6), constrained_layout=True
+    )
     im = ax.imshow(shown, cmap=cmap, aspect="auto", vmin=0)
     ax.set_xticks(range(vals.shape[1]), [str(c) for c in table.columns], rotation=90)
     ax.set_yticks(range(vals.shape[0]), [str(i) for i in table.index])
@@ -120,8 +169,9 @@ def marker_matrixplot(table, *, title: str = "mean marker expression by cluster"
     return _finish(fig, save=save)
 
 
-def loss_histories(histories: dict, *, title: str = "denoiser training", ylabel: str = "MSE", logy: bool = False,
-                   save=None):
+def loss_histories(
+    histories: dict, *, title: str = "denoiser training", ylabel: str = "MSE", logy: bool = False, save=None
+):
     """Train (solid) and validation (dashed) loss per epoch for several named histories.
 
     Each history is a DataFrame with columns ``epoch``, ``train_loss`` and (optionally) ``val_loss``. Epochs get
@@ -135,11 +185,26 @@ def loss_histories(histories: dict, *, title: str = "denoiser training", ylabel:
     fig, ax = plt.subplots(figsize=(7.6, 3.6), constrained_layout=True)
     for i, (name, h) in enumerate(histories.items()):
         marker = "o" if len(h) <= 25 else None
-        ax.plot(h["epoch"], h["train_loss"], color=f"C{i}", lw=1.6, marker=marker, ms=3,
-                label=f"{name} (training cells)")
+        ax.plot(
+            h["epoch"],
+            h["train_loss"],
+            color=f"C{i}",
+            lw=1.6,
+            marker=marker,
+            ms=3,
+            label=f"{name} (training cells)",
+        )
         if "val_loss" in h and np.isfinite(h["val_loss"]).any():
-            ax.plot(h["epoch"], h["val_loss"], color=f"C{i}", lw=1.6, ls="--", marker=marker, ms=3,
-                    label=f"{name} (validation cells)")
+            ax.plot(
+                h["epoch"],
+                h["val_loss"],
+                color=f"C{i}",
+                lw=1.6,
+                ls="--",
+                marker=marker,
+                ms=3,
+                label=f"{name} (validation cells)",
+            )
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")
@@ -161,8 +226,14 @@ def _readable(v: float) -> str:
     return f"{v:.2g}"
 
 
-def energy_bars(energies: dict, *, ylabel: str = r"energy per cell, $\mathrm{tr}(X^\top L X)\,/\,n$",
-                title: str = "smoothness on the T-cell graph", logy: bool | None = None, save=None):
+def energy_bars(
+    energies: dict,
+    *,
+    ylabel: str = r"energy per cell, $\mathrm{tr}(X^\top L X)\,/\,n$",
+    title: str = "smoothness on the T-cell graph",
+    logy: bool | None = None,
+    save=None,
+):
     """Bar chart of named energies (one bar per matrix) with the value written above each bar.
 
     ``logy`` (default: when all values are positive and span more than a factor 20) puts the bars on a
@@ -185,8 +256,15 @@ def energy_bars(energies: dict, *, ylabel: str = r"energy per cell, $\mathrm{tr}
     bottom = 10 ** np.floor(np.log10(min(vals)) - 0.3) if logy else 0.0
     bars = ax.bar(names, np.asarray(vals) - bottom, bottom=bottom, color=[f"C{i}" for i in range(len(names))])
     for b, v in zip(bars, vals):
-        ax.annotate(_readable(v), (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8,
-                    xytext=(0, 2), textcoords="offset points")
+        ax.annotate(
+            _readable(v),
+            (b.get_x() + b.get_width() / 2, v),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
     if logy:
         ax.set_yscale("log")
         ax.set_ylim(bottom, 10 ** np.ceil(np.log10(max(vals)) + 0.3))
@@ -201,9 +279,18 @@ def energy_bars(energies: dict, *, ylabel: str = r"energy per cell, $\mathrm{tr}
     return _finish(fig, save=save)
 
 
-def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis: str = "umap",
-                         cmap: str = "viridis", cbar_label: str = "log1p expression",
-                         title: str | None = "marker expression: raw vs denoised", save=None):
+def denoised_marker_grid(
+    adata,
+    versions: dict,
+    genes,
+    *,
+    gene_names=None,
+    basis: str = "umap",
+    cmap: str = "viridis",
+    cbar_label: str = "log1p expression",
+    title: str | None = "marker expression: raw vs denoised",
+    save=None,
+):
     """Rows: versions of the expression matrix (``{"raw": X, "manifold": X̂_m, ...}``, cells x genes);
     columns: marker genes, on the same embedding, with one colour scale per marker.
 
@@ -230,8 +317,13 @@ def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis
         if M.shape != (adata.n_obs, len(names)):
             raise ValueError(f"version {k!r} has shape {M.shape}, expected ({adata.n_obs}, {len(names)})")
         mats[k] = M
-    fig, axes = plt.subplots(len(mats), len(genes), figsize=(3.1 * len(genes), 2.7 * len(mats) + 0.8),
-                             constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        len(mats),
+        len(genes),
+        figsize=(3.1 * len(genes), 2.7 * len(mats) + 0.8),
+        constrained_layout=True,
+        squeeze=False,
+    )
     size = max(2.0, 12000 / max(len(xy), 1) / 4)
     for j, g in enumerate(genes):
         cols = [m[:, pos[g]] for m in mats.values()]
@@ -243,11 +335,27 @@ def denoised_marker_grid(adata, versions: dict, genes, *, gene_names=None, basis
         for i, (k, c) in enumerate(zip(mats, cols)):
             ax = axes[i, j]
             order = np.argsort(c, kind="stable")  # highest values on top
-            sc = ax.scatter(xy[order, 0], xy[order, 1], c=c[order], s=size, cmap=cmap, vmin=0.0, vmax=vmax,
-                            linewidths=0, rasterized=True)
+            sc = ax.scatter(
+                xy[order, 0],
+                xy[order, 1],
+                c=c[order],
+                s=size,
+                cmap=cmap,
+                vmin=0.0,
+                vmax=vmax,
+                linewidths=0,
+                rasterized=True,
+            )
             ax.set_title(f"{g} — {k}", fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.colorbar(sc, ax=axes[:, j], orientation="horizontal", shrink=0.85, aspect=25, extend=extend,
-                     label=f"{g}: {cbar_label}")
+        fig.colorbar(
+            sc,
+            ax=axes[:, j],
+            orientation="horizontal",
+            shrink=0.85,
+            aspect=25,
+            extend=extend,
+            label=f"{g}: {cbar_label}",
+        )
     return _finish(fig, title=title, save=save)

@@ -72,9 +72,19 @@ def _check_order(order, K: int) -> np.ndarray:
     return order
 
 
-def factor_celltype_heatmap(embedding, labels, *, normalize="type", order="auto", vmax: float | None = None,
-                            small: int = 10, annotate: float | None = 0.15, colorbar_label: str | None = None,
-                            title: str | None = None, save=None):
+def factor_celltype_heatmap(
+    embedding,
+    labels,
+    *,
+    normalize="type",
+    order="auto",
+    vmax: float | None = None,
+    small: int = 10,
+    annotate: float | None = 0.15,
+    colorbar_label: str | None = None,
+    title: str | None = None,
+    save=None,
+):
     """Mean factor value per cell type (rows: cell types, most abundant first; columns: factors).
 
     Parameters
@@ -122,8 +132,15 @@ def factor_celltype_heatmap(embedding, labels, *, normalize="type", order="auto"
     im = ax.imshow(M, aspect="auto", cmap="viridis", vmin=0, vmax=top if top > 0 else 1.0)
     if annotate is not None:
         for i, j in zip(*np.nonzero(M >= annotate)):
-            ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                    color="black" if M[i, j] > 0.6 * top else "white")
+            ax.text(
+                j,
+                i,
+                f"{M[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6.5,
+                color="black" if M[i, j] > 0.6 * top else "white",
+            )
     ax.set_xticks(range(K), [str(k) for k in order])
     ax.set_yticks(range(len(means)), [f"{t} ({counts[t]})" for t in means.index])
     for tick, t in zip(ax.get_yticklabels(), means.index):
@@ -133,13 +150,26 @@ def factor_celltype_heatmap(embedding, labels, *, normalize="type", order="auto"
     if (counts < small).any():
         ylabel = f"cell type (number of cells; grey: fewer than {small})"
     ax.set(xlabel="factor", ylabel=ylabel, title=title or "mean factor value per cell type")
-    fig.colorbar(im, ax=ax, label=colorbar_label or label,
-                 extend="max" if vmax is not None and M.max() > vmax else "neither")
+    fig.colorbar(
+        im,
+        ax=ax,
+        label=colorbar_label or label,
+        extend="max" if vmax is not None and M.max() > vmax else "neither",
+    )
     return _finish(fig, save=save)
 
 
-def top_genes_heatmap(W, gene_names, *, n_top: int = 5, normalize="max", order=None, vmax: float | None = None,
-                      title: str | None = None, save=None):
+def top_genes_heatmap(
+    W,
+    gene_names,
+    *,
+    n_top: int = 5,
+    normalize="max",
+    order=None,
+    vmax: float | None = None,
+    title: str | None = None,
+    save=None,
+):
     """Loadings of each factor's ``n_top`` genes (rows: genes, in blocks by factor; columns: factors).
 
     Parameters
@@ -195,7 +225,11 @@ def top_genes_heatmap(W, gene_names, *, n_top: int = 5, normalize="max", order=N
         ax.axhline(s - 0.5, color="0.75", lw=0.6)
     ax.set_xticks(range(K), [str(k) for k in order])
     ax.set_yticks(range(len(rows)), names[rows], fontsize=7)
-    ax.set(xlabel="factor", ylabel=f"top {n_top} genes of each factor", title=title or f"top {n_top} genes per factor")
+    ax.set(
+        xlabel="factor",
+        ylabel=f"top {n_top} genes of each factor",
+        title=title or f"top {n_top} genes per factor",
+    )
     extend = "max" if vmax is not None and M.max() > vmax else "neither"
     fig.colorbar(im, ax=ax, label=label, extend=extend)
     return _finish(fig, save=save)

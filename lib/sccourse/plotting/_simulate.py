@@ -6,8 +6,13 @@ import numpy as np
 
 from ._common import _finish
 
-__all__ = ["plot_gene_correlations", "plot_mean_curves", "plot_nb_pmfs", "plot_parameter_recovery",
-           "plot_real_vs_synthetic"]
+__all__ = [
+    "plot_gene_correlations",
+    "plot_mean_curves",
+    "plot_nb_pmfs",
+    "plot_parameter_recovery",
+    "plot_real_vs_synthetic",
+]
 
 
 def _dense(X) -> np.ndarray:
@@ -16,8 +21,15 @@ def _dense(X) -> np.ndarray:
     return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=float)
 
 
-def plot_nb_pmfs(logpmf, mean: float = 10.0, sizes=(0.5, 2.0, 10.0), *, y_max: int | None = None,
-                 title: str | None = None, save=None):
+def plot_nb_pmfs(
+    logpmf,
+    mean: float = 10.0,
+    sizes=(0.5, 2.0, 10.0),
+    *,
+    y_max: int | None = None,
+    title: str | None = None,
+    save=None,
+):
     """P(y) of the NB with one mean and several sizes r, next to the Poisson with that mean.
 
     Two panels share the counts axis: the probabilities on a linear scale (the bulk) and on a log scale
@@ -60,8 +72,12 @@ def plot_nb_pmfs(logpmf, mean: float = 10.0, sizes=(0.5, 2.0, 10.0), *, y_max: i
         ax.set(xlabel="count y")
         ax.grid(alpha=0.3)
     axes[0].set(ylabel="P(y)", title=f"mean μ = {mean:g}: probabilities")
-    axes[1].set(yscale="log", ylabel="P(y), log scale", title="the same on a log scale: zeros and tail",
-                ylim=(max(1e-8, min(poisson.min(), 1e-8)), 1.0))
+    axes[1].set(
+        yscale="log",
+        ylabel="P(y), log scale",
+        title="the same on a log scale: zeros and tail",
+        ylim=(max(1e-8, min(poisson.min(), 1e-8)), 1.0),
+    )
     axes[0].legend(fontsize=8, frameon=False)
     return _finish(fig, title=title, save=save)
 
@@ -76,8 +92,9 @@ def _term_names(name, T, E) -> list[str]:
     return [f"{name} term {i}" for i in range(np.shape(T)[0])]
 
 
-def plot_parameter_recovery(truth: dict, estimates: dict, *, errors: bool = True, title: str | None = None,
-                            save=None):
+def plot_parameter_recovery(
+    truth: dict, estimates: dict, *, errors: bool = True, title: str | None = None, save=None
+):
     """Estimated vs true coefficients, one panel per parameter block, with the mean absolute error.
 
     Points are coloured by design term; the legend names the terms by the estimate's row index (a simulator's
@@ -117,8 +134,13 @@ def plot_parameter_recovery(truth: dict, estimates: dict, *, errors: bool = True
         ax.plot(lim, lim, color="0.6", lw=1, ls="--", label="estimate = truth")
         for i in range(T.shape[0]):
             ax.scatter(T[i], E[i], s=18, alpha=0.8, label=labels[i])
-        ax.set(xlim=lim, ylim=lim, xlabel="true coefficient", ylabel="estimated coefficient",
-               title=f"{name}\nmean |error| = {np.abs(T - E).mean():.3f}")
+        ax.set(
+            xlim=lim,
+            ylim=lim,
+            xlabel="true coefficient",
+            ylabel="estimated coefficient",
+            title=f"{name}\nmean |error| = {np.abs(T - E).mean():.3f}",
+        )
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, frameon=False, loc="upper left")
@@ -128,7 +150,9 @@ def plot_parameter_recovery(truth: dict, estimates: dict, *, errors: bool = True
         ax.boxplot([diffs[k] for k in names], widths=0.5, showfliers=False, medianprops=dict(color="0.2"))
         jitter = np.random.default_rng(0)
         for i, k in enumerate(names, start=1):
-            ax.scatter(i + jitter.uniform(-0.15, 0.15, diffs[k].size), diffs[k], s=10, alpha=0.6, color=f"C{i - 1}")
+            ax.scatter(
+                i + jitter.uniform(-0.15, 0.15, diffs[k].size), diffs[k], s=10, alpha=0.6, color=f"C{i - 1}"
+            )
         ax.axhline(0.0, color="0.6", lw=1, ls="--")
         ax.set_xticks(range(1, len(names) + 1), names, rotation=15)
         ax.set(ylabel="estimate − truth", title="errors side by side")
@@ -136,8 +160,16 @@ def plot_parameter_recovery(truth: dict, estimates: dict, *, errors: bool = True
     return _finish(fig, title=title, save=save)
 
 
-def plot_mean_curves(adata, simulator, genes, *, covariate: str = "pseudotime", ncols: int = 3,
-                     title: str | None = None, save=None):
+def plot_mean_curves(
+    adata,
+    simulator,
+    genes,
+    *,
+    covariate: str = "pseudotime",
+    ncols: int = 3,
+    title: str | None = None,
+    save=None,
+):
     """Observed counts of ``genes`` against ``covariate``, with the fitted mean μ of each cell on top.
 
     The count axis is linear up to 1 and logarithmic above (``symlog``), so zeros and large counts both show.
@@ -171,8 +203,9 @@ def plot_mean_curves(adata, simulator, genes, *, covariate: str = "pseudotime", 
     styles = [dict(color="C3", lw=2, ls="-"), dict(color="C0", lw=2, ls="--"), dict(color="C2", lw=2, ls=":")]
     ncols = min(ncols, len(genes))
     nrows = int(np.ceil(len(genes) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.5 * ncols, 2.9 * nrows), constrained_layout=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.5 * ncols, 2.9 * nrows), constrained_layout=True, squeeze=False
+    )
     for ax, g in zip(axes.ravel(), genes):
         y = _dense(adata[:, g].X).ravel()
         ax.scatter(t, y, s=4, alpha=0.25, color="0.4", rasterized=True, label="observed counts")
@@ -182,11 +215,18 @@ def plot_mean_curves(adata, simulator, genes, *, covariate: str = "pseudotime", 
         ax.set_ylim(bottom=0)
         ax.set(title=g, xlabel=covariate, ylabel="counts (symlog)")
         ax.grid(alpha=0.3)
-    for ax in axes.ravel()[len(genes):]:
+    for ax in axes.ravel()[len(genes) :]:
         ax.set_visible(False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9, frameon=False,
-               markerscale=3)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=len(labels),
+        fontsize=9,
+        frameon=False,
+        markerscale=3,
+    )
     return _finish(fig, title=title, save=save)
 
 
@@ -234,29 +274,58 @@ def plot_real_vs_synthetic(real, synthetic, *, quantile: float = 0.995, title: s
         M = everything[name]
         m, v, z = M.mean(0), M.var(0), (M == 0).mean(0)
         colour = colours[name]
-        style = (dict(facecolors="none", edgecolors=colour, linewidths=1.0, s=16) if name == "real"
-                 else dict(color=colour, alpha=0.7, s=12))
+        style = (
+            dict(facecolors="none", edgecolors=colour, linewidths=1.0, s=16)
+            if name == "real"
+            else dict(color=colour, alpha=0.7, s=12)
+        )
         axes[0].scatter(m, v, label=name, **style)
         axes[1].scatter(m, z, label=name, **style)
         L = libs[name]
         outside = int(((L < lo) | (L > hi)).sum())
-        axes[2].hist(L[(L >= lo) & (L <= hi)], bins=bins, histtype="step", lw=1.8, color=colour,
-                     label=f"{name} ({outside} cells outside)" if outside else name)
+        axes[2].hist(
+            L[(L >= lo) & (L <= hi)],
+            bins=bins,
+            histtype="step",
+            lw=1.8,
+            color=colour,
+            label=f"{name} ({outside} cells outside)" if outside else name,
+        )
         if name != "real":
             ok = var_real > 0
             ratio = np.sort(v[ok] / var_real[ok])
             n_big = int((ratio > 3).sum())
-            axes[3].plot(np.arange(1, ratio.size + 1), ratio, marker="o", ms=3, lw=1, color=colour,
-                         label=f"{name}: {n_big} gene{'' if n_big == 1 else 's'} above 3×")
+            axes[3].plot(
+                np.arange(1, ratio.size + 1),
+                ratio,
+                marker="o",
+                ms=3,
+                lw=1,
+                color=colour,
+                label=f"{name}: {n_big} gene{'' if n_big == 1 else 's'} above 3×",
+            )
     positive = A.mean(0)[A.mean(0) > 0]
     grid = np.geomspace(max(positive.min(), 1e-3), positive.max(), 50)
     axes[0].plot(grid, grid, color="0.5", ls="--", lw=1, label="Poisson (var = mean)")
-    axes[0].set(xscale="log", yscale="log", xlabel="gene mean (counts per cell)",
-                ylabel="gene variance (counts²)", title="mean–variance, one dot per gene")
-    axes[1].set(xscale="log", xlabel="gene mean (counts per cell)", ylabel="fraction of cells with 0 counts",
-                title="zeros, one dot per gene")
-    axes[2].set(xscale="log", xlabel="library size (counts per cell, all genes)", ylabel="cells",
-                title=f"library size ({100 * (1 - quantile):g}–{100 * quantile:g} % range)")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="gene mean (counts per cell)",
+        ylabel="gene variance (counts²)",
+        title="mean–variance, one dot per gene",
+    )
+    axes[1].set(
+        xscale="log",
+        xlabel="gene mean (counts per cell)",
+        ylabel="fraction of cells with 0 counts",
+        title="zeros, one dot per gene",
+    )
+    axes[2].set(
+        xscale="log",
+        xlabel="library size (counts per cell, all genes)",
+        ylabel="cells",
+        title=f"library size ({100 * (1 - quantile):g}–{100 * quantile:g} % range)",
+    )
     from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     axes[2].xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -264,8 +333,12 @@ def plot_real_vs_synthetic(real, synthetic, *, quantile: float = 0.995, title: s
     axes[2].xaxis.set_minor_formatter(NullFormatter())
     for level, style in ((1.0, "-"), (3.0, "--"), (1.0 / 3.0, "--")):
         axes[3].axhline(level, color="0.5", ls=style, lw=1)
-    axes[3].set(yscale="log", xlabel="genes, sorted by ratio", ylabel="synthetic variance / real variance",
-                title="variance ratio per gene")
+    axes[3].set(
+        yscale="log",
+        xlabel="genes, sorted by ratio",
+        ylabel="synthetic variance / real variance",
+        title="variance ratio per gene",
+    )
     for ax in axes:
         ax.legend(fontsize=8, frameon=False)
         ax.grid(alpha=0.3)
@@ -294,7 +367,9 @@ def plot_gene_correlations(counts: dict, *, n_genes: int = 30, title: str | None
     from scipy.cluster.hierarchy import leaves_list, linkage
 
     if not isinstance(counts, dict) or len(counts) < 2:
-        raise ValueError("counts must be a dict of at least two count matrices, the first being the reference")
+        raise ValueError(
+            "counts must be a dict of at least two count matrices, the first being the reference"
+        )
     mats = {k: np.log1p(_dense(getattr(v, "X", v)).astype(float)) for k, v in counts.items()}
     shapes = {m.shape[1] for m in mats.values()}
     if len(shapes) != 1:
@@ -311,13 +386,23 @@ def plot_gene_correlations(counts: dict, *, n_genes: int = 30, title: str | None
     off = ~np.eye(len(first), dtype=bool)
     for ax, (name, C) in zip(axes[:n], corr.items()):
         im = ax.imshow(C[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set(title=f"{name}\nmean |r| off-diagonal {np.abs(C[off]).mean():.3f}", xticks=[], yticks=[],
-               xlabel=f"{len(first)} genes (clustered on {names[0]})", ylabel="same genes")
+        ax.set(
+            title=f"{name}\nmean |r| off-diagonal {np.abs(C[off]).mean():.3f}",
+            xticks=[],
+            yticks=[],
+            xlabel=f"{len(first)} genes (clustered on {names[0]})",
+            ylabel="same genes",
+        )
     fig.colorbar(im, ax=axes[n - 1], shrink=0.8, label="correlation of log1p counts")
     for i, name in enumerate(names[1:], start=1):
         axes[n].scatter(first[off], corr[name][off], s=6, alpha=0.5, color=f"C{i}", label=name)
     axes[n].plot([-1, 1], [-1, 1], color="0.5", ls="--", lw=1)
-    axes[n].set(xlabel=f"{names[0]} correlation", ylabel="synthetic correlation", title="gene pairs",
-                xlim=(-1, 1), ylim=(-1, 1))
+    axes[n].set(
+        xlabel=f"{names[0]} correlation",
+        ylabel="synthetic correlation",
+        title="gene pairs",
+        xlim=(-1, 1),
+        ylim=(-1, 1),
+    )
     axes[n].legend(fontsize=8, frameon=False)
     return _finish(fig, title=title, save=save)
