@@ -196,19 +196,21 @@ def _in_venv(args) -> int:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV)
     env["SCCOURSE_COURSE_ROOT"] = str(ROOT)
+    # the course tooling (lib/coursetools) is not installed with the package: it runs from this checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "lib"), str(ROOT), env.get("PYTHONPATH")) if p)
     env.setdefault("MPLBACKEND", "Agg")
     return _run([PY, *args], env=env)
 
 
 def release(names=()) -> int:
-    return _in_venv(["-m", "sccourse._course", "release", *names])
+    return _in_venv(["-m", "coursetools.course", "release", *names])
 
 
 def course() -> int:
     rc = release()
     if rc != 0:
         return rc
-    return _in_venv(["-m", "sccourse._course", "execute", "--out", "build/executed"])
+    return _in_venv(["-m", "coursetools.course", "execute", "--out", "build/executed"])
 
 
 def test(args) -> int:
@@ -227,9 +229,7 @@ STUDENT_EXCLUDE = {
     ".ipynb_checkpoints",
     "*.egg-info",
     "*.pyc",
-    "_authoring.py",
-    "_course.py",
-    "_mutations.py",
+    "coursetools",
 }
 STUDENT_README = """# sccourse — student bundle
 

@@ -39,7 +39,7 @@ def _answers(nb):
 
 def make_course(dest: Path, n_per_kind: tuple = KINDS) -> dict[tuple[str, str], str]:
     """A course folder with releases, a gradebook and the submissions; returns {(name, student): kind}."""
-    from sccourse._course import generate
+    from coursetools.course import generate
 
     dest.mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", dest / "nbgrader_config.py")

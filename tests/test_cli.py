@@ -8,8 +8,8 @@ import shutil
 import nbformat
 import pytest
 
+from coursetools.course import ROOT
 from sccourse import cli
-from sccourse._course import ROOT
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from sccourse._course import ROOT
+from coursetools.course import ROOT
 
 
 def test_gpu_script_dry_run_on_cpu():

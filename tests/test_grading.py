@@ -27,8 +27,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sccourse import _mutations
-from sccourse._course import ROOT, assignment_names, generate, tool_env
+from coursetools import mutations as _mutations
+from coursetools.course import ROOT, assignment_names, generate, tool_env
 from sccourse.grading._sandbox import missing_tools
 
 NAMES = [

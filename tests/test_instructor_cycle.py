@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sccourse._course import ROOT
+from coursetools.course import ROOT
 from sccourse.grading._sandbox import missing_tools
 
 NAME = "00_orientation"

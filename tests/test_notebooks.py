@@ -1,6 +1,6 @@
 """Every solution notebook: its structure, and one quick-mode run that also proves its tests reject wrong answers.
 
-The run (``sccourse._mutations``) executes the solution top to bottom; at each answer cell it runs the wrong answers of
+The run (``coursetools.mutations``) executes the solution top to bottom; at each answer cell it runs the wrong answers of
 ``tests/mutations/<name>.yaml`` (a library shortcut and realistic mistakes) followed by the cell's test, which must
 fail for each, then the reference again, which must pass. No cell may raise or write to stderr, and every cell that
 draws a figure must embed it. ``tasks.py course`` does the same in full mode.
@@ -14,8 +14,8 @@ import re
 import nbformat
 import pytest
 
-from sccourse import _mutations
-from sccourse._course import ROOT, assignment_names
+from coursetools import mutations as _mutations
+from coursetools.course import ROOT, assignment_names
 
 NAMES = [
     n for n in assignment_names() if n in os.environ.get("SCCOURSE_TEST_NOTEBOOKS", n).split(",")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from sccourse._course import ROOT, assignment_names, generate
+from coursetools.course import ROOT, assignment_names, generate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [

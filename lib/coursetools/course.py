@@ -1,7 +1,7 @@
 """Course plumbing behind ``tasks.py``: release assignments with nbgrader, execute solutions with papermill.
 
-python -m sccourse._course release [NAME ...]
-python -m sccourse._course execute [--quick] [--out build/executed] [NAME ...]
+python -m coursetools.course release [NAME ...]
+python -m coursetools.course execute [--quick] [--out build/executed] [NAME ...]
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def execute(
     answers of ``tests/mutations/<name>.yaml``, and write ``build/executed/*.ipynb``, ``build/html/*.html`` and
     ``build/html/index.html``.
     """
-    from . import _mutations
+    from . import mutations as _mutations
 
     names = list(names or assignment_names())
     out_dir = ROOT / out
@@ -207,7 +207,7 @@ def execute(
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sccourse._course")
+    p = argparse.ArgumentParser(prog="python -m coursetools.course")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("release")
     r.add_argument("names", nargs="*")

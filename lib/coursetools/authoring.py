@@ -3,7 +3,7 @@
 A course notebook is written as a short Python script that calls these helpers, so the cell
 metadata nbgrader needs is always right::
 
-    from sccourse._authoring import Notebook
+    from coursetools.authoring import Notebook
     nb = Notebook("00_orientation")
     nb.md("# Title ...")
     nb.parameters(seed=0, device="auto", quick=False)
