@@ -89,3 +89,20 @@ def test_simulation_figures_name_terms_share_bins_and_compare_models():
     ys = [ln.get_ydata() for ln in fig.axes[0].lines]
     assert len(ys) == 3 and all(0.98 < y.sum() <= 1.0 + 1e-12 for y in ys)
     plt.close("all")
+
+
+def test_every_topic_figure_is_exported_by_name():
+    import importlib
+    import pkgutil
+
+    import sccourse.plotting as plotting
+
+    topic_names = set()
+    for info in pkgutil.iter_modules(plotting.__path__):
+        if info.name.startswith("_"):
+            module = importlib.import_module(f"sccourse.plotting.{info.name}")
+            topic_names |= set(getattr(module, "__all__", []))
+    assert topic_names, "no topic module declares __all__"
+    assert set(plotting.__all__) == topic_names
+    for name in topic_names:
+        assert callable(getattr(plotting, name)), name
