@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
 
 ROOT = Path(__file__).resolve().parents[2]
 MUTATIONS = ROOT / "tests" / "mutations"
@@ -137,6 +141,24 @@ def _load_parameterized(path: Path, quick: bool):
     return parameterize_notebook(load_notebook_node(str(path)), {"quick": bool(quick)})
 
 
+class _IPCKernelManager(AsyncKernelManager):
+    """A kernel reached over ``ipc`` sockets in a private temporary folder: local only, nothing to encrypt (over TCP
+    every kernel start logs a warning about unencrypted traffic into the build's output).
+    """
+
+    def __init__(self, **kwargs):
+        folder = tempfile.mkdtemp(prefix="sccourse-kernel-")
+        kwargs.setdefault("transport", "ipc")
+        kwargs.setdefault("ip", str(Path(folder) / "kernel"))
+        super().__init__(**kwargs)
+        self._ipc_folder = folder
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:
+            shutil.rmtree(self._ipc_folder, ignore_errors=True)
+
+
 def run(
     path: str | Path,
     *,
@@ -172,6 +194,7 @@ def run(
         nb,
         timeout=timeout,
         kernel_name="python3",
+        kernel_manager_class=_IPCKernelManager,
         allow_errors=True,
         resources={"metadata": {"path": str(cwd or path.parent)}},
     )
