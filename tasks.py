@@ -88,7 +88,7 @@ BENCH_PY = (
 )
 # the published packages the benchmarks compare against; never dependencies of the course itself.
 # torch is repeated on the same pip line so that none of them can replace the course's torch.
-BENCH_REFERENCES = ["scetm==0.5.0", "tensorboard", "neuralee==0.1.6", "scdesigner==0.0.25"]
+BENCH_REFERENCES = ["scetm==0.5.0", "tensorboard", "neuralee==0.1.6", "scdesigner==0.0.25", "openTSNE==1.0.4"]
 
 
 # packages the lock leaves out: torch (installed first, CPU or CUDA build as the machine needs) and what only a
