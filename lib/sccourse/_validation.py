@@ -129,3 +129,35 @@ def check_labels(labels, n: int, name: str = "labels") -> np.ndarray:
     if arr.shape[0] != n:
         raise ValueError(f"{name} must have one entry per cell ({n}), got {arr.shape[0]}")
     return arr
+
+
+def check_key(key, name: str = "key_added") -> str:
+    """The name of an AnnData slot (``obs``/``obsm``/``obsp``/``uns``/``layers`` key): a non-empty string without
+    ``/`` (which h5ad files cannot store in a key).
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"{name} must be a string (the key of an AnnData slot), got {type(key).__name__}")
+    if not key.strip() or "/" in key:
+        raise ValueError(f"{name} must be a non-empty string without '/', got {key!r}")
+    return key
+
+
+def as_float_matrix(X, name: str = "X", *, what: str = "(cells x genes)") -> np.ndarray:
+    """A finite, numeric, 2-D numpy array from numpy, scipy.sparse or torch (dense or sparse; densified)."""
+    try:
+        import torch
+
+        if isinstance(X, torch.Tensor):
+            X = (X.to_dense() if X.layout != torch.strided else X).detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    if sp.issparse(X):
+        X = X.toarray()
+    arr = np.asarray(X)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be a real numeric matrix, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D {what} matrix, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
