@@ -690,3 +690,76 @@ def test_unseen_factor_levels_raise_naming_the_column():
     with pytest.raises(ValueError, match="never saw"):
         sim.sample(new, seed=0)
     assert sim.predict(obs.iloc[:4])["mean"].shape == (4, 3)
+
+
+# ---------------------------------------------------------------- progress, covariates, package layout
+def test_fit_progress_bar_only_when_asked_or_watched(capsys):
+    adata = _two_groups(n=200)
+    NegBinRegressionSimulator().fit(
+        adata, "~ grp", device="cpu"
+    )  # default None: pytest's stderr is no terminal
+    assert "Newton" not in capsys.readouterr().err
+    NegBinRegressionSimulator().fit(adata, "~ grp", device="cpu", progress=True)
+    assert "Newton" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="progress"):
+        NegBinRegressionSimulator().fit(adata, "~ grp", device="cpu", progress="yes")
+
+
+def test_infinite_covariates_and_designs_are_refused_naming_the_column():
+    """An inf covariate, or a transform that makes one (log of 0), used to reach the Newton fit or numpy's SVD."""
+    adata = _two_groups(n=200)
+    adata.obs["x"] = adata.obs["x"].abs()
+    bad = adata.copy()
+    bad.obs.loc[bad.obs_names[4], "x"] = np.inf
+    with pytest.raises(ValueError, match=r"infinite values.*'x': 1"):
+        NegBinRegressionSimulator().fit(bad, "~ x", device="cpu")
+    zero = adata.copy()
+    zero.obs.loc[zero.obs_names[0], "x"] = 0.0
+    sim = NegBinRegressionSimulator().fit(adata, "~ np.log(x)", device="cpu")
+    with np.errstate(divide="ignore"):  # log(0) = -inf, which the design check must catch
+        with pytest.raises(ValueError, match=r"np\.log\(x\)"):
+            NegBinRegressionSimulator().fit(zero, "~ np.log(x)", device="cpu")
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            sim.predict(zero.obs)
+    with pytest.raises(ValueError, match="infinite values"):
+        sim.sample(bad.obs, seed=0)
+
+
+def test_forbidding_the_package_blocks_every_function_of_its_modules():
+    """Notebooks block "sccourse.simulate" (and "sccourse.simulate.zinb_logpmf"): that must reach every function
+    and method defined in the private modules the package is split into, whatever their names."""
+    import inspect
+    import sys
+
+    import sccourse.simulate
+    from sccourse import grading
+    from sccourse.grading._blocker import _Block
+
+    modules = [m for n, m in sys.modules.items() if n.startswith("sccourse.simulate.")]
+    assert {m.__name__ for m in modules} >= {
+        "sccourse.simulate._logpmf",
+        "sccourse.simulate._design",
+        "sccourse.simulate._regression",
+        "sccourse.simulate._summary",
+    }
+    defined = set()
+    for mod in modules:
+        for value in vars(mod).values():
+            if getattr(value, "__module__", None) != mod.__name__:
+                continue
+            if inspect.isfunction(value):
+                defined.add(value.__code__)
+            elif inspect.isclass(value):
+                for attr in vars(value).values():
+                    attr = attr.fget if isinstance(attr, property) else getattr(attr, "__func__", attr)
+                    if inspect.isfunction(attr):
+                        defined.add(attr.__code__)
+    assert len(defined) > 30
+    blocked = set(_Block(("sccourse.simulate",), (), None).blocked)
+    assert defined <= blocked, sorted(c.co_qualname for c in defined - blocked)
+    for name in sccourse.simulate.__all__:
+        assert getattr(sccourse.simulate, name).__module__.startswith("sccourse.simulate.")
+    with pytest.raises(grading.ShortcutError), grading.forbid("sccourse.simulate.zinb_logpmf", task="t"):
+        zinb_logpmf(1.0, 2.0, 3.0, 0.0)
+    with pytest.raises(grading.ShortcutError), grading.forbid("sccourse.simulate", task="t"):
+        gene_summary(np.ones((3, 2)))

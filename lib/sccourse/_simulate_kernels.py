@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _progress
+
 
 # --------------------------------------------------------------------------------------
 # log-likelihoods in natural parameters
@@ -212,7 +214,7 @@ def damped_newton(
     *,
     max_iter: int = 100,
     tol: float = 1e-10,
-    progress: bool = False,
+    progress: bool | None = None,
     derivs_fn=None,
 ) -> NewtonResult:
     """Minimise ``−Σ_n loglik_fn(Y, X_1θ_1, X_2θ_2, ...)`` for every gene (column of ``Y``) at once.
@@ -223,10 +225,9 @@ def damped_newton(
     (λ ≤ 0.01) step at a positive-definite Hessian has Newton decrement ``−∇·Δ < tol · (1 + |f|)``.
     Each iteration works on the genes still active only. ``derivs_fn(Y, *etas)`` may supply the
     log-likelihood and its derivatives in the natural parameters in closed form (see
-    :func:`nb_derivatives`); otherwise autograd differentiates ``loglik_fn`` twice.
+    :func:`nb_derivatives`); otherwise autograd differentiates ``loglik_fn`` twice. ``progress``: a bar of the
+    iterations (``None``: only on a terminal or in Jupyter, see :mod:`sccourse._progress`).
     """
-    from tqdm.auto import tqdm
-
     sizes = [X.shape[1] for X in designs]
     offsets = np.cumsum([0] + sizes)
     slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(offsets)]
@@ -238,7 +239,7 @@ def damped_newton(
     converged = torch.zeros(G, dtype=torch.bool, device=dev)
     n_iter = torch.zeros(G, dtype=torch.long, device=dev)
     eye = torch.eye(P, dtype=theta.dtype, device=dev)
-    bar = tqdm(total=max_iter, disable=not progress, desc="Newton")
+    bar = _progress.bar(total=max_iter, progress=progress, desc="Newton")
     for _ in range(max_iter):
         idx = torch.nonzero(active).squeeze(1)
         Ya, th, lam_a = Y[:, idx], theta[idx], lam[idx]
