@@ -24,6 +24,7 @@ import scipy.io
 import scipy.sparse as sp
 
 from sccourse import datasets
+from sccourse.datasets import _loaders, _store
 
 ZEISEL = "zeisel2015_cortex/zeisel2015_cortex_200genes.h5ad"
 ZEISEL_SHA = "9cac920dd993ae465ec81792359a16c632ae39a6f19ff248be3f5d4b2eb62cdd"
@@ -54,9 +55,9 @@ def test_pbmc3k(mirror, monkeypatch, tmp_path):
 
 def test_baron_mouse_pancreas(mirror, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(datasets, "_SAID", set())
+    monkeypatch.setattr(_loaders, "_SAID", set())
     calls = []
-    monkeypatch.setattr(datasets, "_download", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(_store, "_download", lambda *a, **k: calls.append(a))
     import warnings
 
     with warnings.catch_warnings():
@@ -76,7 +77,7 @@ def test_baron_mouse_pancreas(mirror, monkeypatch, tmp_path, capsys):
         datasets.baron_mouse_pancreas(mice=("mouse3",))
     monkeypatch.undo()
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(datasets, "_UNREACHABLE", {})
+    monkeypatch.setattr(_store, "_UNREACHABLE", {})
     with pytest.warns(UserWarning, match="mouse2 skipped"):  # naming both mice asks for mouse 2 upstream
         datasets.baron_mouse_pancreas(mice=("mouse1", "mouse2"))
 
@@ -240,14 +241,14 @@ def _tiny_10x_tar(path: Path, X: sp.csr_matrix) -> None:
 
 
 def _registry_with(tmp_path, monkeypatch, name, upstream_url, fingerprint, fmt):
-    reg = json.loads(datasets._REGISTRY_PATH.read_text())
+    reg = json.loads(_store._REGISTRY_PATH.read_text())
     reg[name]["files"].pop("counts", None)
     reg[name]["upstream"] = {
         "counts": {"url": upstream_url, "format": fmt, "sha256": None, "fingerprint": fingerprint}
     }
     path = tmp_path / "registry.json"
     path.write_text(json.dumps(reg))
-    monkeypatch.setattr(datasets, "_REGISTRY_PATH", path)
+    monkeypatch.setattr(_store, "_REGISTRY_PATH", path)
 
 
 @pytest.mark.parametrize("good", [True, False])
@@ -327,10 +328,10 @@ def test_failed_download_is_tried_once_per_process(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(datasets, "_UNREACHABLE", {})
+    monkeypatch.setattr(_store, "_UNREACHABLE", {})
     calls = []
-    real = datasets._download
-    monkeypatch.setattr(datasets, "_download", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = _store._download
+    monkeypatch.setattr(_store, "_download", lambda *a, **k: calls.append(a) or real(*a, **k))
     for _ in range(3):
         with pytest.raises(datasets.DataUnavailableError, match="absent.csv.gz failed"):
             datasets.baron_mouse_pancreas(mice="mouse2", require_all=True)
@@ -397,7 +398,7 @@ def test_a_failing_http_mirror_gives_a_clear_error_and_the_upstream_is_tried(
     monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "3")
     tried = []
     monkeypatch.setattr(
-        datasets,
+        _store,
         "_load_upstream",
         lambda name, key="counts": (
             tried.append(name)
@@ -429,9 +430,9 @@ def test_unusable_cache_folders_are_named(tmp_path, monkeypatch, http_root):
     readonly.mkdir()
     readonly.chmod(0o555)
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(readonly / "cache"))
-    monkeypatch.setattr(datasets.os, "access", lambda *a, **k: False)  # root ignores permission bits
+    monkeypatch.setattr(_store.os, "access", lambda *a, **k: False)  # root ignores permission bits
     with pytest.raises(datasets.DataUnavailableError, match="SCCOURSE_DATA_DIR"):
-        datasets._writable_dir(readonly)
+        _store._writable_dir(readonly)
 
 
 def test_stale_temporaries_are_removed_and_a_corrupt_cache_is_replaced(fake_mirror, tmp_path):
@@ -440,7 +441,7 @@ def test_stale_temporaries_are_removed_and_a_corrupt_cache_is_replaced(fake_mirr
     stale = (cache / ZEISEL).parent / "tmpabc123"
     stale.write_bytes(b"half a file")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    datasets._remove_stale_temporaries(stale.parent)
+    _store._remove_stale_temporaries(stale.parent)
     assert not stale.exists()
     (cache / ZEISEL).write_bytes(b"corrupt")
     with pytest.warns(UserWarning, match="corrupt and has been removed"):
@@ -456,3 +457,83 @@ def test_download_deadline_is_validated(monkeypatch):
     monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "-1")
     with pytest.raises(ValueError, match="positive"):
         datasets.download_deadline()
+
+
+def test_download_deadline_must_be_one_a_timer_can_arm(monkeypatch):
+    """An infinite or astronomically long deadline used to pass, then the timer thread died with an OverflowError
+    on stderr and the download ran without any deadline."""
+    for value in ("inf", "1e300", str(threading.TIMEOUT_MAX * 2)):
+        monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", value)
+        with pytest.raises(ValueError, match="SCCOURSE_DOWNLOAD_TIMEOUT"):
+            datasets.download_deadline()
+    monkeypatch.setenv("SCCOURSE_DOWNLOAD_TIMEOUT", "2.5")
+    assert datasets.download_deadline() == 2.5
+
+
+# ---------------------------------------------------------------- the package layout
+def test_the_package_exports_its_api_and_finds_the_registry():
+    import sccourse
+
+    assert sorted(datasets.__all__) == sorted(
+        [
+            "DataIntegrityError",
+            "DataUnavailableError",
+            "available",
+            "baron_mouse_pancreas",
+            "cache_dir",
+            "download_deadline",
+            "mirror",
+            "pancreas_endocrinogenesis",
+            "pancreas_pseudotime",
+            "paul15_myeloid",
+            "pbmc3k",
+            "pollen",
+            "synthetic",
+            "zeisel_cortex",
+        ]
+    )
+    assert all(callable(getattr(datasets, name)) for name in datasets.__all__)
+    assert issubclass(datasets.DataIntegrityError, ValueError)
+    assert issubclass(datasets.DataUnavailableError, FileNotFoundError)
+    # the registry is data/registry.json of the checkout (the grading sandbox exposes its folder)
+    root = Path(sccourse.__file__).resolve().parents[2]
+    assert datasets._REGISTRY_PATH == root / "data" / "registry.json" == _store._REGISTRY_PATH
+    assert set(datasets._registry()) == set(json.loads((root / "data" / "registry.json").read_text())) - {
+        "_about"
+    }
+    # helpers that tests replace live in the private modules only: patching the package would do nothing
+    for name in ("_download", "_load_upstream", "_UNREACHABLE", "_SAID"):
+        assert not hasattr(datasets, name), name
+
+
+def test_available_expands_a_home_relative_mirror(mirror, tmp_path, monkeypatch):
+    """A mirror given as ~/... loads (its files are found) and available() says so too."""
+    home = tmp_path / "home"
+    (home / "m" / ZEISEL).parent.mkdir(parents=True)
+    shutil.copy(mirror / ZEISEL, home / "m" / ZEISEL)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("SCCOURSE_DATA_MIRROR", "~/m")
+    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
+    table = datasets.available()
+    assert table.loc["zeisel_cortex", "in_mirror"] and not table.loc["pbmc3k", "in_mirror"]
+    assert datasets.zeisel_cortex().shape == (3005, 200)
+
+
+def test_baron_mice_are_checked_before_anything_is_loaded(monkeypatch):
+    loads = []
+    monkeypatch.setattr(_loaders, "_load", lambda name, key="counts": loads.append(name))
+    with pytest.raises(ValueError, match="each mouse once"):
+        datasets.baron_mouse_pancreas(mice=("mouse1", "mouse1"))
+    with pytest.raises(TypeError, match="mice"):
+        datasets.baron_mouse_pancreas(mice=1)
+    with pytest.raises(TypeError, match="require_all"):
+        datasets.baron_mouse_pancreas(mice="mouse1", require_all="yes")
+    assert loads == []
+
+
+def test_synthetic_refuses_counts_that_overflow_int32():
+    """mean_library_size = 1e11 used to wrap counts around int32 into negative numbers without a word."""
+    with pytest.raises(ValueError, match="mean_library_size"):
+        datasets.synthetic(20, 10, 1, n_markers=0, mean_library_size=1e11)
+    a = datasets.synthetic(20, 10, 1, n_markers=0, mean_library_size=1e8, seed=0)
+    assert a.X.data.min() >= 0 and a.X.sum(1).mean() > 5e7
