@@ -739,3 +739,115 @@ def test_training_leaves_the_global_random_state_alone():
         X, M.GaussianNoise(0.1, seed=0), epochs=2, hidden=8, device="cpu", seed=5, progress=False
     )[1]
     pd.testing.assert_frame_equal(h1, h2)
+
+
+# --------------------------------------------------------------------------------------
+# the subpackage: names, homes, sizes, shared checks, progress bars
+# --------------------------------------------------------------------------------------
+def test_public_names_resolve_to_their_homes_and_modules_stay_small():
+    from pathlib import Path
+
+    from sccourse import pp
+
+    homes = {
+        "_pipeline": {"marker_table", "t_cell_clusters", "select_clusters_by_markers", "select_t_cells"},
+        "_graph": {"degree", "markov_operator", "symmetrized_operator", "laplacian", "laplacian_energy"}
+        | {"to_torch_sparse", "to_torch"},
+        "_noise": {"NoiseProcess", "GaussianNoise", "ManifoldHeat", "match_sigma"},
+        "_denoise": {"Denoiser", "LevelDenoiser", "split_cells", "train_denoiser", "denoise"}
+        | {"train_conditional_denoiser", "iterative_denoise"},
+    }
+    for sub, names in homes.items():
+        for name in names:
+            assert getattr(m, name).__module__ == f"sccourse.manifold.{sub}", name
+    for name in ("preprocess_and_cluster", "embed_cells", "top_variable_genes"):
+        assert getattr(m, name) is getattr(pp, name)
+    assert m.PBMC_MARKERS == ("CD3D", "CD3E", "MS4A1", "LYZ", "NKG7", "GNLY", "PPBP")
+    assert m.T_CELL_MARKERS == ("CD3D", "CD3E")
+    assert sorted(m.__all__) == sorted(
+        {n for ns in homes.values() for n in ns}
+        | {"PBMC_MARKERS"}
+        | {"T_CELL_MARKERS", "preprocess_and_cluster", "embed_cells", "top_variable_genes"}
+    )
+    for path in Path(m.__file__).parent.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 500, path.name
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, 2**40])
+def test_seeds_are_checked_by_the_shared_validator(seed):
+    with pytest.raises(ValueError, match="seed"):
+        m.split_cells(10, seed=seed)
+    with pytest.raises(ValueError, match="seed"):
+        m.GaussianNoise(0.1, seed=seed)
+    with pytest.raises(ValueError, match="seed"):
+        m.train_denoiser(np.ones((10, 3)), m.GaussianNoise(0.1), epochs=1, seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epochs": 1.0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"hidden": True}, "hidden"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"genes": 0}, "genes"),
+        ({"genes": np.array([0, 9])}, "gene indices"),
+        ({"progress": "yes"}, "progress"),
+    ],
+)
+def test_train_denoiser_options_are_checked(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        m.train_denoiser(np.ones((10, 3)), m.GaussianNoise(0.1), **{"epochs": 1, **kwargs})
+
+
+def test_other_bad_options_name_the_argument(W):
+    heat = m.ManifoldHeat(m.symmetrized_operator(W))
+    X = np.ones((W.shape[0], 4))
+    with pytest.raises(ValueError, match="emb_dim"):
+        m.train_conditional_denoiser(X, heat, emb_dim=7, epochs=1)
+    with pytest.raises(ValueError, match="max_steps"):
+        m.train_conditional_denoiser(X, heat, max_steps=0, epochs=1)
+    with pytest.raises(TypeError, match="heat"):
+        m.train_conditional_denoiser(X, m.GaussianNoise(0.1), epochs=1)
+    with pytest.raises(ValueError, match="steps"):
+        m.ManifoldHeat(m.symmetrized_operator(W), steps=1.5)
+    with pytest.raises(ValueError, match="sigma"):
+        m.GaussianNoise("0.1")
+    with pytest.raises(ValueError, match="stat"):
+        m.marker_table(_toy_groups(), ["CD3D"], stat="median")
+    with pytest.raises(ValueError, match="groupby"):
+        m.marker_table(_toy_groups(), ["CD3D"], groupby="clusters")
+    with pytest.raises(ValueError, match="min_ratio"):
+        m.select_t_cells(_toy_groups(), min_ratio=0)
+    with pytest.raises(ValueError, match="min_fraction"):
+        m.select_t_cells(_toy_groups(), min_fraction=1.5)
+    with pytest.raises(TypeError, match="AnnData"):
+        m.select_t_cells(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="markers"):
+        m.marker_table(_toy_groups(), "CD3D")
+    with pytest.raises(ValueError, match="at least one cell and one gene"):
+        m.match_sigma(np.zeros((3, 0)), 1.0)
+    with pytest.raises(ValueError, match="layout"):
+        m.to_torch_sparse(W, layout="dense")
+
+
+def _toy_groups():
+    import anndata as ad
+
+    a = ad.AnnData(np.array([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0]]))
+    a.var_names = ["CD3D", "LYZ"]
+    a.obs["leiden"] = pd.Categorical(["a", "a", "b"])
+    return a
+
+
+def test_progress_bars_follow_the_progress_option(capfd):
+    X = _low_rank(n=40, d=5)
+    m.train_denoiser(X, m.GaussianNoise(0.1), epochs=2, hidden=4, device="cpu")  # None: no terminal here
+    assert "denoiser" not in capfd.readouterr().err
+    m.train_denoiser(X, m.GaussianNoise(0.1), epochs=2, hidden=4, device="cpu", progress=True)
+    assert "denoiser [GaussianNoise]" in capfd.readouterr().err
+    m.train_denoiser(X, m.GaussianNoise(0.1), epochs=2, hidden=4, device="cpu", progress=False)
+    assert "denoiser" not in capfd.readouterr().err

@@ -265,23 +265,36 @@ def test_anndata_wrapper():
         N.nmf_adata(np.ones((3, 3)), 2)
 
 
-def test_select_variable_genes_against_scanpy():
-    import scanpy as sc
+def test_select_variable_genes_is_the_pp_function():
+    from sccourse import pp
 
-    a = ds.synthetic(120, 300, 3, seed=4)
-    out = N.select_variable_genes(a, 50)
-    b = a.copy()
-    b.X = b.X.astype(np.float64)
-    sc.pp.normalize_total(b, target_sum=1e6)
-    sc.pp.log1p(b)
-    v = np.var(b.X.toarray(), axis=0, ddof=1)
-    expected = np.sort(np.argsort(-v, kind="stable")[:50])
-    assert list(out.var_names) == list(a.var_names[expected])
-    np.testing.assert_allclose(out.var["log1p_cpm_var"], v[expected], rtol=1e-10)
-    assert sp.issparse(out.X) and out.X.dtype.kind == "i"  # raw counts kept
-    assert N.select_variable_genes(a, 1000).n_vars == 300
-    with pytest.raises(ValueError, match="n_top_genes"):
-        N.select_variable_genes(a, 0)
+    assert N.select_variable_genes is pp.select_variable_genes  # tested against scanpy in test_pp.py
+    assert "select_variable_genes" in N.__all__
+
+
+def test_nmf_adata_key_added_names_every_slot():
+    a = ds.synthetic(60, 30, 2, seed=2)
+    direct = N.nmf(a.X.toarray().astype(float), 2, max_iter=5, device="cpu", orientation="cells_x_genes")
+    obsm0, varm0, uns0 = set(a.obsm), set(a.varm), set(a.uns)
+    N.nmf_adata(a, 2, max_iter=5, device="cpu", key_added="nmf2")
+    assert set(a.obsm) - obsm0 == {"X_nmf2"} and set(a.varm) - varm0 == {"NMF2_loadings"}
+    assert set(a.uns) - uns0 == {"nmf2"}
+    np.testing.assert_allclose(a.obsm["X_nmf2"], direct.H.T, rtol=1e-5)
+    np.testing.assert_allclose(a.varm["NMF2_loadings"], direct.W, rtol=1e-5)
+    for bad, err in (("", ValueError), (None, TypeError), ("a/b", ValueError)):
+        with pytest.raises(err, match="key_added"):
+            N.nmf_adata(b := ds.synthetic(60, 30, 2, seed=2), 2, max_iter=2, device="cpu", key_added=bad)
+        assert (set(b.obsm), set(b.varm), set(b.uns)) == (obsm0, varm0, uns0)
+
+
+def test_progress_bar_only_when_asked(capfd):
+    X = np.random.default_rng(0).random((20, 10))
+    N.nmf(X, 2, max_iter=3, device="cpu")  # default None: no terminal under pytest, no bar
+    assert "NMF-sse" not in capfd.readouterr().err
+    N.nmf(X, 2, max_iter=3, device="cpu", progress=True)
+    assert "NMF-sse" in capfd.readouterr().err
+    with pytest.raises(TypeError, match="progress"):
+        N.nmf(X, 2, max_iter=3, device="cpu", progress="yes")
 
 
 def test_baron_selection(mirror):
@@ -470,9 +483,11 @@ def test_float32_overflow_raises_instead_of_returning_nan():
     assert np.isfinite(res.W).all() and np.isfinite(res.history["objective"]).all()
 
 
-def test_select_variable_genes_rejects_nan_counts():
+def test_select_variable_genes_rejects_nan_and_non_integer_counts():
     import anndata as ad
 
     a = ad.AnnData(np.array([[1.0, np.nan, 2.0], [0.0, 1.0, 3.0]]))
     with pytest.raises(ValueError, match="NaN"):
         N.select_variable_genes(a, 2)
+    with pytest.raises(ValueError, match="integer counts"):
+        N.select_variable_genes(ad.AnnData(np.array([[1.0, 0.5, 2.0], [0.0, 1.0, 3.0]])), 2)

@@ -133,3 +133,37 @@ def test_normalising_twice_is_refused_and_log_data_is_not_counts():
         qc.qc_metrics(neg)
     with pytest.raises(TypeError, match="AnnData"):
         qc.qc_metrics(X)
+
+
+def test_normalize_log1p_is_the_pp_function_and_keeps_blocking_under_sccourse_qc():
+    from sccourse import grading, pp
+
+    assert qc.normalize_log1p is pp.normalize_log1p and "normalize_log1p" in qc.__all__
+    # the notebooks forbid "sccourse.qc" to stop a graded answer from calling it
+    with pytest.raises(grading.ShortcutError):
+        with grading.forbid("scanpy.pp", "sccourse.qc", "sklearn.preprocessing", task="normalize_log1p"):
+            pp.normalize_log1p(ad.AnnData(sp.csr_matrix(np.ones((3, 2)))))
+
+
+def test_qc_metrics_key_added_prefixes_every_column_written():
+    X = sp.csr_matrix(np.array([[1.0, 3.0, 0.0], [2.0, 0.0, 5.0]]))
+    a = ad.AnnData(X)
+    a.var_names = ["a", "b", "MT-c"]
+    ref = qc.qc_metrics(a.copy())
+    table = qc.qc_metrics(a, key_added="raw")
+    assert set(a.obs.columns) == {"raw_total_counts", "raw_n_genes_by_counts", "raw_pct_counts_mt"}
+    assert set(a.var.columns) == {"raw_n_cells_by_counts", "raw_mt"}
+    np.testing.assert_allclose(a.obs["raw_total_counts"], [4.0, 7.0])
+    np.testing.assert_allclose(a.obs["raw_pct_counts_mt"], [0.0, 100 * 5 / 7])
+    np.testing.assert_array_equal(a.var["raw_mt"], [False, False, True])
+    np.testing.assert_array_equal(a.var["raw_n_cells_by_counts"], [2, 1, 1])
+    assert list(table.columns) == list(ref.columns)  # the returned table keeps the standard names
+    b = ad.AnnData(X.copy())
+    for bad, err in (("", ValueError), (5, TypeError)):
+        with pytest.raises(err, match="key_added"):
+            qc.qc_metrics(b, key_added=bad)
+    assert list(b.obs.columns) == [] and list(b.var.columns) == []
+    kept = qc.filter_cells_genes(a, min_genes=1, max_genes=None, max_pct_mt=None, min_cells=1, key_added="f")
+    assert "f_total_counts" in kept.obs and "f_mt" in kept.var
+    with pytest.raises(ValueError, match="key_added"):
+        qc.filter_cells_genes(a, key_added="")

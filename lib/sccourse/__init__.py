@@ -12,7 +12,19 @@ from ._device import get_device, set_seed
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("datasets", "qc", "metrics", "plotting", "manifold", "nmf", "etm", "ee", "simulate", "grading")
+_SUBMODULES = (
+    "datasets",
+    "qc",
+    "pp",
+    "metrics",
+    "plotting",
+    "manifold",
+    "nmf",
+    "etm",
+    "ee",
+    "simulate",
+    "grading",
+)
 
 __all__ = ["get_device", "set_seed", "__version__", *_SUBMODULES]
 

@@ -12,11 +12,14 @@ is the same for dense and sparse input:
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from ._progress import bar as _bar
 from ._sparse import CSRPair
 
 #: Division guard, as in scikit-learn's multiplicative updates (float32 machine epsilon).
@@ -309,3 +312,94 @@ def nndsvd(A, n_components: int, *, variant: str = "nndsvda", seed: int = 0):
         U0[U0 == 0] = avg
         V0[V0 == 0] = avg
     return U0, V0
+
+
+def run(data, W, H, *, loss, solver="mu", max_iter, tol, eval_every, labels, callback, progress):
+    """The iterations of :func:`sccourse.nmf.nmf` on a data holder: ``W``, ``H`` (torch) are updated in place.
+
+    Returns ``(W, H, history, n_iter)`` with ``W``, ``H`` as numpy arrays and the history as a DataFrame.
+    """
+    M, N = data.shape
+    rows: list[dict] = []
+    state = {"first": None, "prev": None, "stop": False, "eval_s": 0.0}
+    t0 = time.perf_counter()
+
+    def is_eval(t: int) -> bool:
+        return t % eval_every == 0 or t == max_iter
+
+    def finish(rec: dict, H_now: torch.Tensor, W_now: torch.Tensor) -> None:
+        """Complete a history row (ARI, callback, convergence); sets state['stop']."""
+        te = time.perf_counter()
+        rec["ari"] = np.nan
+        if labels is not None:
+            from .metrics import evaluate_ari
+
+            rec["ari"] = evaluate_ari(H_now.T.detach().cpu().double().numpy(), labels)
+        state["eval_s"] += time.perf_counter() - te
+        rows.append(rec)
+        obj = rec["objective"]
+        if state["first"] is None:
+            state["first"] = obj
+        elif tol is not None and (state["prev"] - obj) / max(abs(state["first"]), 1e-300) < tol:
+            state["stop"] = True
+        state["prev"] = obj
+        if callback is not None and callback(rec["iteration"], W_now, H_now, dict(rec)):
+            state["stop"] = True
+
+    pending = None  # Poisson: row waiting for Σ X log WH, which the next H update computes anyway
+    bar = _bar(range(1, max_iter + 1), progress=progress, desc=f"NMF-{loss}", leave=False)
+    n_iter = 0
+
+    def check_finite(t: int) -> None:
+        if not (torch.isfinite(W).all() and torch.isfinite(H).all()):
+            raise FloatingPointError(
+                f"NMF diverged at iteration {t}: W or H holds inf/NaN ({W.dtype} overflowed on values this large: "
+                f"the largest entry of X is {data.max_x:g}). Scale X down (e.g. counts per 10^4) or pass "
+                "dtype=torch.float64"
+            )
+
+    for t in bar:
+        if t % 10 == 0 or is_eval(t):
+            check_finite(t)
+        if loss == "sse":
+            step = hals_step if solver == "hals" else sse_step
+            sq = step(data, W, H, want_objective=is_eval(t))
+            n_iter = t
+            if sq is not None:
+                rec = {
+                    "iteration": t,
+                    "objective": sq / (M * N),
+                    "mse": sq / (M * N),
+                    "time_s": time.perf_counter() - t0 - state["eval_s"],
+                }
+                finish(rec, H, W)
+                if state["stop"]:
+                    break
+        else:
+            if pending is not None:
+                # W, H are still those of iteration t-1 here: read their log-likelihood off this update
+                R, xlog = data.ratio(W, H, True, transposed=True)
+                pending.update(poisson_terms(data, W, H, xlog))
+                finish(pending, H, W)
+                pending = None
+                if state["stop"]:
+                    break
+                num = data.wt_r(W, R)
+                wsum = W.sum(0)
+                H.mul_(num / wsum.masked_fill(wsum == 0, 1.0)[:, None])
+            else:
+                poisson_h_step(data, W, H, False)
+            poisson_w_step(data, W, H)
+            n_iter = t
+            if is_eval(t):
+                pending = {"iteration": t, "time_s": time.perf_counter() - t0 - state["eval_s"]}
+    if pending is not None:
+        _, xlog = data.ratio(W, H, True)
+        pending.update(poisson_terms(data, W, H, xlog))
+        finish(pending, H, W)
+    bar.close()
+    check_finite(n_iter)
+    cols = ["iteration", "objective", "mse" if loss == "sse" else "loglik", "ari", "time_s"]
+    history = pd.DataFrame(rows, columns=cols)
+    history["iteration"] = history["iteration"].astype(int)
+    return W.detach().cpu().numpy(), H.detach().cpu().numpy(), history, n_iter

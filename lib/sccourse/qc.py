@@ -1,7 +1,9 @@
-"""Quality control and normalisation of raw count matrices (the orientation lesson).
+"""Quality control of raw count matrices (the orientation lesson).
 
 Thin, documented wrappers around scanpy so the notebooks make one call per step; the
-assignment asks students to write the underlying computations themselves.
+assignment asks students to write the underlying computations themselves. Normalisation lives in
+:mod:`sccourse.pp`; :func:`normalize_log1p` is re-exported here (the same function), so blocking
+``"sccourse.qc"`` in a graded cell still blocks it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._validation import check_anndata, check_counts, check_float
+from ._validation import check_anndata as _check_anndata
+from ._validation import check_counts as _check_counts_values
+from ._validation import check_key as _check_key
+from .pp import normalize_log1p
 
 __all__ = [
     "mito_genes",
@@ -23,9 +28,22 @@ __all__ = [
 ]
 
 
+_QC_COLUMNS = ("total_counts", "n_genes_by_counts", "pct_counts_mt", "n_cells_by_counts", "mt")
+
+
 def _check_counts(adata: ad.AnnData) -> None:
-    check_anndata(adata)
-    check_counts(adata.X, where="adata.X")
+    _check_anndata(adata)
+    if adata.X is None:
+        raise ValueError("adata.X is empty (None); pass an AnnData with raw counts in .X")
+    _check_counts_values(adata.X, where="adata.X")
+
+
+def _qc_keys(key_added: str | None) -> dict[str, str]:
+    """Column names written by :func:`qc_metrics`: scanpy's, or each prefixed with ``key_added + "_"``."""
+    if key_added is None:
+        return {c: c for c in _QC_COLUMNS}
+    k = _check_key(key_added)
+    return {c: f"{k}_{c}" for c in _QC_COLUMNS}
 
 
 def _detected(X: sp.csr_matrix, *, axis: int) -> np.ndarray:
@@ -43,15 +61,37 @@ def mito_genes(var_names, *, prefix: str | tuple[str, ...] = ("MT-", "mt-")) -> 
 
 
 def qc_metrics(
-    adata: ad.AnnData, *, mito_prefix: str | tuple[str, ...] = ("MT-", "mt-"), inplace: bool = True
+    adata: ad.AnnData,
+    *,
+    mito_prefix: str | tuple[str, ...] = ("MT-", "mt-"),
+    inplace: bool = True,
+    key_added: str | None = None,
 ) -> pd.DataFrame:
     """Per-cell QC: library size ``Σ_g x_cg``, genes detected ``#{g: x_cg > 0}``, mitochondrial percentage
     ``100 Σ_{g∈MT} x_cg / Σ_g x_cg``; per-gene ``n_cells_by_counts``.
 
-    Columns follow scanpy's :func:`scanpy.pp.calculate_qc_metrics` names (``total_counts``,
-    ``n_genes_by_counts``, ``pct_counts_mt``), written to ``adata.obs`` when ``inplace``.
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``.X``.
+    mito_prefix
+        Prefix(es) of the mitochondrial gene names.
+    inplace
+        Write the columns into ``adata.obs`` / ``adata.var``.
+    key_added
+        ``None``: scanpy's :func:`scanpy.pp.calculate_qc_metrics` names — ``obs["total_counts"]``,
+        ``obs["n_genes_by_counts"]``, ``obs["pct_counts_mt"]``, ``var["n_cells_by_counts"]`` and the flag
+        ``var["mt"]``; a string ``k``: the same names prefixed with ``k_`` (``obs["k_total_counts"]``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per cell with the columns ``total_counts``, ``n_genes_by_counts``, ``pct_counts_mt``.
     """
     _check_counts(adata)
+    keys = _qc_keys(key_added)
+    if not isinstance(inplace, (bool, np.bool_)):
+        raise ValueError(f"inplace must be True or False, got {inplace!r}")
     X = sp.csr_matrix(adata.X)
     total = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
     detected = _detected(X, axis=1)
@@ -69,9 +109,9 @@ def qc_metrics(
     )
     if inplace:
         for col in df:
-            adata.obs[col] = df[col]
-        adata.var["n_cells_by_counts"] = _detected(X, axis=0)
-        adata.var["mt"] = mt
+            adata.obs[keys[col]] = df[col]
+        adata.var[keys["n_cells_by_counts"]] = _detected(X, axis=0)
+        adata.var[keys["mt"]] = mt
     return df
 
 
@@ -106,17 +146,31 @@ def filter_cells_genes(
     max_genes: int | None = 2500,
     max_pct_mt: float | None = 5.0,
     min_cells: int = 3,
+    key_added: str | None = None,
 ) -> ad.AnnData:
     """Keep cells with ``min_genes ≤ genes detected < max_genes`` and ``pct_counts_mt < max_pct_mt``,
     then genes detected in at least ``min_cells`` of the kept cells (the Seurat tutorial thresholds).
 
-    Returns a filtered copy; ``adata`` is left unchanged.
+    Parameters
+    ----------
+    adata
+        AnnData with raw counts in ``.X``; left unchanged.
+    min_genes, max_genes, max_pct_mt, min_cells
+        The thresholds (``None`` switches an upper bound off).
+    key_added
+        Names of the QC columns written into the result, as in :func:`qc_metrics`.
+
+    Returns
+    -------
+    AnnData
+        A filtered copy with the QC columns of the kept cells and genes.
     """
+    _qc_keys(key_added)  # validated before any work
     keep, gkeep = cell_gene_masks(
         adata, min_genes=min_genes, max_genes=max_genes, max_pct_mt=max_pct_mt, min_cells=min_cells
     )
     out = adata[keep][:, gkeep].copy()
-    qc_metrics(out, inplace=True)
+    qc_metrics(out, inplace=True, key_added=key_added)
     return out
 
 
@@ -132,25 +186,3 @@ def top_genes_by_fraction(adata: ad.AnnData, *, n: int = 10) -> list[str]:
     frac = sp.diags(np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)) @ X
     order = np.argsort(-np.asarray(frac.mean(axis=0)).ravel(), kind="stable")[:n]
     return [str(g) for g in adata.var_names[order]]
-
-
-def normalize_log1p(adata: ad.AnnData, *, target_sum: float = 1e4, layer: str = "counts") -> ad.AnnData:
-    """``x̃_cg = log(1 + target_sum · x_cg / Σ_g x_cg)``; raw counts are kept in ``adata.layers[layer]``.
-
-    Works in place and returns ``adata`` for chaining.
-    """
-    import scanpy as sc
-
-    check_anndata(adata)
-    if layer in adata.layers:
-        raise ValueError(
-            f"adata.layers[{layer!r}] already exists: adata looks normalised already (running this twice "
-            "would overwrite the raw counts with log data). Start from the raw counts, or pass another "
-            "layer name"
-        )
-    _check_counts(adata)
-    check_float(target_sum, "target_sum", minimum=0.0, strict=True)
-    adata.layers[layer] = adata.X.copy()
-    sc.pp.normalize_total(adata, target_sum=target_sum)
-    sc.pp.log1p(adata)
-    return adata
