@@ -289,11 +289,21 @@ def test_dense_ee_loss_matches_pair_sums_and_the_blocked_objective(small_problem
         ee.dense_ee_loss(torch.tensor(X2), Wn[:3, :3], Wn, 1.0)
 
 
+def _reference_layers(d_in, hidden, d_out, seed):
+    """PyTorch's default initialisation of the same Linear layers, drawn right after torch.manual_seed(seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        widths = [d_in, *hidden, d_out]
+        return [torch.nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
+
+
 def test_mlp_is_seeded_and_leaves_the_global_generator_alone():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
+    state = torch.random.get_rng_state()
     a = ee.mlp(10, (8, 4), 2, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
     after = torch.rand(1)
     b = ee.mlp(10, (8, 4), 2, seed=5)
     c = ee.mlp(10, (8, 4), 2, seed=6)
@@ -302,6 +312,44 @@ def test_mlp_is_seeded_and_leaves_the_global_generator_alone():
     assert not torch.equal(next(a.parameters()), next(c.parameters()))
     assert next(a.parameters()).dtype == torch.float64
     assert [m.__class__.__name__ for m in a] == ["Linear", "ELU", "Linear", "ELU", "Linear"]
+    # the same numbers as PyTorch's initialisation under torch.manual_seed(5) (the library's former recipe)
+    ref = [p for layer in _reference_layers(10, (8, 4), 2, 5) for p in layer.parameters()]
+    for p, q in zip(a.parameters(), ref):
+        np.testing.assert_array_equal(p.detach().numpy(), q.detach().double().numpy())
+
+
+def test_estimators_leave_the_global_generators_alone_and_repeat_with_the_same_seed(blobs):
+    Y = blobs[0][::4]
+    torch.manual_seed(7)
+    np_state = np.random.get_state()[1].copy()  # noqa: NPY002 (the global state must stay untouched)
+    state = torch.random.get_rng_state()
+    kw = {"lam": 10.0, "perplexity": 15, "batch_size": 0.5, "epochs": 2, "hidden": (16,), "device": "cpu"}
+    a = ee.NeuralEE(seed=3, progress=False, **kw).fit(Y)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    e1 = ee.ElasticEmbedding(lam=10.0, perplexity=15, max_iter=3, seed=3, device="cpu").fit_transform(Y)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert np.array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
+    # the network starts from PyTorch's initialisation under torch.manual_seed(seed)
+    b = ee.NeuralEE(seed=3, progress=False, **{**kw, "epochs": 1, "lr": 1e-12})
+    b.fit(Y)
+    ref = [p for layer in _reference_layers(Y.shape[1], (16,), 2, 3) for p in layer.parameters()]
+    for p, q in zip(b.net_.parameters(), ref):
+        np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(a.embedding_, ee.NeuralEE(seed=3, progress=False, **kw).fit(Y).embedding_)
+    e2 = ee.ElasticEmbedding(lam=10.0, perplexity=15, max_iter=3, seed=3, device="cpu").fit_transform(Y)
+    np.testing.assert_array_equal(e1, e2)
+
+
+def test_progress_bars_only_when_asked_or_watched(blobs, capsys):
+    Y, _ = blobs
+    W = ee.entropic_affinities(Y, 15, device="cpu")
+    ee.ElasticEmbedding(lam=10.0, max_iter=2, device="cpu").fit(Wpos=W)  # progress=None: stderr is captured
+    ee.NeuralEE(lam=10.0, epochs=1, hidden=(8,), device="cpu").fit(Y, Wpos=W)
+    assert capsys.readouterr().err == ""
+    ee.ElasticEmbedding(lam=10.0, max_iter=2, device="cpu", progress=True).fit(Wpos=W)
+    ee.NeuralEE(lam=10.0, epochs=1, hidden=(8,), device="cpu", progress=True).fit(Y, Wpos=W)
+    err = capsys.readouterr().err
+    assert "EE (spectral)" in err and "NeuralEE" in err
 
 
 def test_train_ee_network_is_the_plain_loop(small_problem):
@@ -473,14 +521,32 @@ def test_bad_input_raises_clear_errors(blobs):
         ee.ee_objective(np.zeros((3, 2)), np.triu(np.ones((3, 3))), 1.0)
     with pytest.raises(ValueError, match="rows"):
         ee.ee_objective(np.zeros((4, 2)), np.ones((3, 3)), 1.0)
+    # options are stored by __init__ and checked by fit (scikit-learn's convention), before anything is computed
     with pytest.raises(ValueError, match="lam"):
-        ee.ElasticEmbedding(lam=-1)
+        ee.ElasticEmbedding(lam=-1).fit(Y)
     with pytest.raises(ValueError, match="optimizer"):
-        ee.ElasticEmbedding(optimizer="adam")
+        ee.ElasticEmbedding(optimizer="adam").fit(Y)
     with pytest.raises(ValueError, match="batch_size"):
-        ee.NeuralEE(batch_size=1.5)
+        ee.NeuralEE(batch_size=1.5).fit(Y)
     with pytest.raises(ValueError, match="NaN"):
         ee.NeuralEE(progress=False).fit(bad)
+    # the cases of the issue "no silent wrong answers" (each failed, or crashed inside numpy/torch, before)
+    W = ee.entropic_affinities(Y, 10, device="cpu")
+    n = Y.shape[0]
+    with pytest.raises(ValueError, match="Wpos has no positive weight"):  # was: torch's Cholesky error
+        ee.ElasticEmbedding(device="cpu").fit(Wpos=np.zeros((n, n)))
+    with pytest.raises(ValueError, match="X must be a 2-D"):  # was: a bare IndexError
+        ee.ee_objective(torch.zeros(n), W, 1.0)
+    for init in (np.full((n, 2), np.nan), np.full((n, 2), np.inf), np.zeros((n, 2))):
+        with pytest.raises(ValueError, match="init"):  # was: a NaN or all-zero embedding after 0 iterations
+            ee.ElasticEmbedding(device="cpu").fit(Wpos=W, init=init)
+    for seed in (-1, 1.5):
+        with pytest.raises(ValueError, match="seed must be an integer"):  # was: numpy's "Seed must be ..."
+            ee.ElasticEmbedding(seed=seed, device="cpu").fit(Y)
+        with pytest.raises(ValueError, match="seed must be an integer"):
+            ee.NeuralEE(seed=seed, device="cpu", progress=False).fit(Y)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):  # was: ZeroDivisionError
+        ee.epoch_batches(10, 0, np.random.default_rng(0))
 
 
 # ----------------------------------------------------------------------------- GPU

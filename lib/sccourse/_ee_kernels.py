@@ -1,6 +1,6 @@
 """Private kernels behind :mod:`sccourse.ee`: nearest neighbours, perplexity calibration, blocked EE terms.
 
-Everything here works on torch tensors already on the target device; validation lives in ``ee.py``.
+Everything here works on torch tensors already on the target device; validation lives in :mod:`sccourse.ee`.
 """
 
 from __future__ import annotations
@@ -376,3 +376,22 @@ def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True
     if need_grad:
         grad.mul_(4.0)
     return total, grad
+
+
+class Repulsion(torch.autograd.Function):
+    """``Σ_nm w⁻_nm exp(−‖x_n − x_m‖²)`` for a symmetric b × b ``w⁻``, with its gradient
+    ``−4 (diag(K1) − K) X`` (``K = w⁻ ∘ exp(−D²)``) computed in the same blocked pass (:func:`repulsion`), so
+    neither the forward nor the backward pass keeps a b × b intermediate alive. ``Repulsion.apply(X, wneg)``.
+    """
+
+    @staticmethod
+    def forward(ctx, X, wneg):
+        tile = repulsion_tile(X.shape[0], device=X.device, itemsize=X.element_size())
+        total, grad = repulsion(X.detach(), lambda i0, i1, j0, j1: wneg[i0:i1, j0:j1], tile=tile)
+        ctx.save_for_backward(grad)
+        return total.to(X.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None
