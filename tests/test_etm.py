@@ -507,6 +507,8 @@ def test_fit_etm_leaves_anndata_untouched_on_bad_input():
         (np.array([[1.0, np.nan], [3.0, 4.0]]), "NaN"),
         (np.ones(5), "2-D"),
         (np.ones((1, 5)), "at least 2 cells"),
+        (np.log1p(np.array([[1.0, 2.0], [3.0, 4.0]])), "integer counts"),
+        (np.array([[1.0, np.inf], [3.0, 4.0]]), "inf"),
     ],
 )
 def test_bad_counts_raise(X, match):
@@ -545,6 +547,219 @@ def test_zero_count_cells_are_handled():
     theta = etm.get_theta(model, counts)
     assert np.isfinite(theta).all()
     np.testing.assert_allclose(theta.sum(axis=1), 1.0, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# batches: labels matched by name
+# --------------------------------------------------------------------------------------
+def _two_lane_fit():
+    adata = datasets.synthetic(n_cells=120, n_genes=30, n_types=2, seed=5)
+    adata.obs["lane"] = np.where(np.arange(120) % 3 == 0, "lane2", "lane1")
+    model, _ = etm.fit_etm(
+        adata, 2, batch_key="lane", emb_dim=6, hidden=12, epochs=15, device="cpu", progress=False
+    )
+    return adata, model
+
+
+def test_model_keeps_its_batch_labels_and_takes_cells_of_one_batch():
+    """A model trained on two lanes scores the cells of one lane: θ as for those rows of the full data, and the
+    per-cell ELBO terms (independent per cell in evaluation mode) of the two lanes add up to the full data's."""
+    adata, model = _two_lane_fit()
+    assert model.batch_categories_ == ("lane1", "lane2")
+    np.testing.assert_array_equal(adata.uns["etm"]["batch_categories"], ["lane1", "lane2"])
+    full = etm.get_theta(model, adata, batch_key="lane")
+    one = (adata.obs["lane"] == "lane2").to_numpy()
+    sub = adata[one].copy()
+    np.testing.assert_allclose(etm.get_theta(model, sub, batch_key="lane"), full[one], rtol=1e-5, atol=1e-7)
+    X = adata.X.toarray()
+    lane = adata.obs["lane"].to_numpy()
+    parts = [
+        etm.final_neg_elbo(model, X[lane == b], batch=lane[lane == b]) * (lane == b).sum()
+        for b in ("lane1", "lane2")
+    ]
+    total = etm.final_neg_elbo(model, X, batch=lane) * len(lane)
+    np.testing.assert_allclose(sum(parts), total, rtol=1e-5)
+
+
+def test_unknown_batch_label_is_refused():
+    adata, model = _two_lane_fit()
+    renamed = np.where(adata.obs["lane"] == "lane2", "lane3", "lane1")  # two labels, one never seen
+    with pytest.raises(ValueError, match=r"lane3.*lane1.*lane2"):
+        etm.get_theta(model, adata.X, batch=renamed)
+    with pytest.raises(ValueError, match="2 batches"):
+        etm.get_theta(model, adata.X)  # no batch at all
+
+
+def test_batch_codes_follow_the_labels_not_their_sort_order():
+    """The likelihood of cells labelled "b" uses the bias of the model's batch "b" (numpy reference), whatever
+    other labels the new data holds."""
+    rng = np.random.default_rng(21)
+    model = tiny_model(n_genes=10, n_topics=3, n_batches=2, batch_categories=["b", "a"]).double()
+    with torch.no_grad():
+        model.batch_bias.copy_(torch.tensor(rng.normal(size=(2, 10))))
+    X = rng.poisson(4.0, size=(6, 10))
+    theta = etm.get_theta(model, X, batch=["a"] * 6)
+    beta = softmax(model.alpha.detach().numpy() @ model.rho.detach().numpy().T, axis=1)
+
+    def nll(bias_row):
+        p = (theta @ beta) * np.exp(model.batch_bias.detach().numpy()[bias_row])
+        p /= p.sum(axis=1, keepdims=True)
+        return -np.sum(X * np.log(p)) / len(X)
+
+    diff = etm.final_neg_elbo(model, X, batch=["a"] * 6) - etm.final_neg_elbo(model, X, batch=["b"] * 6)
+    np.testing.assert_allclose(diff, nll(1) - nll(0), rtol=1e-8)
+    with pytest.raises(ValueError, match="n_batches"):
+        tiny_model(n_batches=2, batch_categories=["a", "b", "c"])
+
+
+def test_training_adopts_the_batch_labels_of_its_data():
+    counts, _, _ = planted_topics(n_cells=60, n_genes=20, n_topics=2, seed=4)
+    model = tiny_model(n_genes=20, n_topics=2, n_batches=2)
+    assert model.batch_categories_ is None
+    etm.train_etm(model, counts, batch=["y", "x"] * 30, epochs=2, device="cpu", progress=False)
+    assert model.batch_categories_ == ("x", "y")
+    assert etm.get_theta(model, counts[:3], batch=["y"] * 3).shape == (3, 2)
+
+
+# --------------------------------------------------------------------------------------
+# counts only
+# --------------------------------------------------------------------------------------
+def test_log_normalised_data_is_refused_everywhere_naming_the_slot():
+    adata = datasets.synthetic(n_cells=40, n_genes=20, n_types=2, seed=6)
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = np.log1p(adata.X.toarray())
+    model = tiny_model(n_genes=20, n_topics=2)
+    with pytest.raises(ValueError, match=r"adata\.X must hold raw integer counts"):
+        etm.prepare(adata, device="cpu")
+    adata.layers["lognorm"] = adata.X.copy()
+    with pytest.raises(ValueError, match=r"adata\.layers\['lognorm'\]"):
+        etm.prepare(adata, layer="lognorm", device="cpu")
+    with pytest.raises(ValueError, match="integer counts"):
+        etm.get_theta(model, adata.X)
+    with pytest.raises(ValueError, match="adata_or_counts must hold raw integer counts"):
+        etm.train_etm(model, adata.X, epochs=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="integer counts"):
+        etm.fit_etm(adata, 2, epochs=1, device="cpu", progress=False)
+    assert "X_etm" not in adata.obsm and "etm" not in adata.uns
+    assert etm.prepare(adata, layer="counts", device="cpu").n_cells == 40  # the raw counts are fine
+
+
+def test_single_cell_inference_matches_the_full_data():
+    counts, _, _ = planted_topics(n_cells=50, n_genes=20, n_topics=2, seed=7)
+    model = tiny_model(n_genes=20, n_topics=2)
+    etm.train_etm(model, counts, epochs=3, device="cpu", progress=False)
+    full = etm.get_theta(model, counts)
+    np.testing.assert_allclose(etm.get_theta(model, counts[4:5]), full[4:5], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        etm.train_etm(model, counts[:1], epochs=1, device="cpu", progress=False)
+
+
+# --------------------------------------------------------------------------------------
+# seeds: local randomness only
+# --------------------------------------------------------------------------------------
+def _global_states():
+    import random
+
+    return torch.get_rng_state().clone(), np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002
+
+
+def test_library_leaves_the_global_random_state_alone():
+    import random
+
+    torch.manual_seed(123)
+    np.random.seed(7)  # noqa: NPY002
+    random.seed(5)
+    before = _global_states()
+    counts, _, _ = planted_topics(n_cells=60, n_genes=20, n_topics=2, seed=8)
+    model = tiny_model(n_genes=20, n_topics=2, seed=3)
+    etm.train_etm(model, counts, epochs=3, batch_size=16, device="cpu", seed=4, progress=False)
+    etm.get_theta(model, counts)
+    adata = datasets.synthetic(n_cells=40, n_genes=20, n_types=2, seed=0)
+    etm.fit_etm(adata, 2, emb_dim=4, hidden=6, epochs=2, n_init=2, device="cpu", progress=False)
+    after = _global_states()
+    assert torch.equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    assert before[2] == after[2]
+
+
+def test_same_seed_same_numbers_whatever_the_global_state():
+    counts, _, _ = planted_topics(n_cells=60, n_genes=20, n_topics=2, seed=9)
+    runs = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model = tiny_model(n_genes=20, n_topics=2, seed=5)
+        hist = etm.train_etm(model, counts, epochs=4, batch_size=25, device="cpu", seed=6, progress=False)
+        runs.append((hist["neg_elbo"].to_numpy(), etm.get_theta(model, counts)))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_restarts_are_independent_runs_from_their_own_seeds():
+    """fit_etm's restarts are the runs of ETM(seed=r) + train_etm(seed=r) for r in restart_seeds: distinct seeds,
+    distinct results, the best deterministic ELBO kept."""
+    adata = datasets.synthetic(n_cells=60, n_genes=20, n_types=2, seed=3)
+    opts = dict(emb_dim=4, hidden=6, dropout=0.1)
+    model, _ = etm.fit_etm(adata, 2, epochs=4, seed=11, n_init=3, device="cpu", progress=False, **opts)
+    seeds = etm.restart_seeds(11, 3)
+    assert seeds[0] == 11 and len(set(seeds)) == 3
+    data = etm.prepare(adata, device="cpu")
+    alone = []
+    for r in seeds:
+        m = etm.ETM(20, 2, seed=r, **opts)
+        etm.train_etm(m, data, epochs=4, seed=r, device="cpu", progress=False)
+        alone.append(etm.final_neg_elbo(m, data))
+    restarts = adata.uns["etm"]["restart_neg_elbo"]
+    np.testing.assert_allclose(restarts, alone, rtol=1e-6)
+    assert len(set(np.round(restarts, 6))) == 3
+    assert adata.uns["etm"]["chosen_seed"] == seeds[int(np.argmin(alone))]
+    np.testing.assert_allclose(etm.final_neg_elbo(model, data), min(alone), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# AnnData keys and progress
+# --------------------------------------------------------------------------------------
+def test_fit_etm_writes_under_the_given_keys():
+    adata = datasets.synthetic(n_cells=40, n_genes=20, n_types=2, seed=0)
+    etm.fit_etm(
+        adata,
+        2,
+        emb_dim=4,
+        hidden=6,
+        epochs=2,
+        device="cpu",
+        progress=False,
+        key_added="theta",
+        beta_key_added="beta",
+        uns_key_added="etm_run",
+    )
+    assert set(adata.obsm) == {"theta", "theta_delta"} and set(adata.varm) == {"true_mean_profile", "beta"}
+    assert "etm_run" in adata.uns and "etm" not in adata.uns
+    for bad in ({"key_added": ""}, {"beta_key_added": 3}, {"uns_key_added": None}):
+        fresh = datasets.synthetic(n_cells=40, n_genes=20, n_types=2, seed=0)
+        with pytest.raises((TypeError, ValueError), match=next(iter(bad))):
+            etm.fit_etm(fresh, 2, epochs=1, device="cpu", progress=False, **bad)
+        assert (
+            not fresh.obsm and list(fresh.varm) == ["true_mean_profile"] and list(fresh.uns) == ["synthetic"]
+        )
+
+
+def test_no_progress_bar_by_default_off_a_terminal(capfd):
+    counts, _, _ = planted_topics(n_cells=40, n_genes=20, n_topics=2, seed=10)
+    etm.train_etm(tiny_model(n_genes=20, n_topics=2), counts, epochs=2, device="cpu")
+    assert capfd.readouterr().err == ""
+    etm.train_etm(tiny_model(n_genes=20, n_topics=2), counts, epochs=2, device="cpu", progress=True)
+    assert "ETM" in capfd.readouterr().err
+    with pytest.raises(TypeError, match="progress"):
+        etm.train_etm(tiny_model(n_genes=20, n_topics=2), counts, epochs=2, device="cpu", progress="yes")
+
+
+def test_public_names_are_reexported_from_the_subpackage():
+    import sccourse.etm as package
+
+    for name in package.__all__:
+        obj = getattr(package, name)
+        assert getattr(obj, "__module__", "sccourse.etm").startswith("sccourse."), name
+    assert {"ETM", "prepare", "train_step", "kl_schedule", "get_theta", "fit_etm"} <= set(package.__all__)
 
 
 # --------------------------------------------------------------------------------------

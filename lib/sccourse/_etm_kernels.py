@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from ._sparse import CSRPair
+from ._validation import check_counts
 
 __all__ = [
     "ETMData",
@@ -44,6 +46,9 @@ class ETMData:
     sparse
         The counts' non-zeros (:class:`SparseCounts`) when at most half the entries are non-zero, else None;
         training then runs the encoder's first layer and the likelihood over the non-zeros only.
+    batch_categories
+        The batch labels (as strings) that the codes ``0, 1, ...`` stand for, when labels were given, else None;
+        a model maps them onto the batches it was trained on.
     """
 
     counts: torch.Tensor
@@ -52,6 +57,7 @@ class ETMData:
     n_batches: int
     obs_names: list | None = None
     sparse: SparseCounts | None = None
+    batch_categories: tuple[str, ...] | None = None
 
     @property
     def n_cells(self) -> int:
@@ -63,7 +69,15 @@ class ETMData:
 
     def subset(self, idx: torch.Tensor) -> ETMData:
         """The cells ``idx`` (a long tensor on the same device)."""
-        return ETMData(self.counts[idx], self.normalized[idx], self.batch[idx], self.n_batches, None)
+        return ETMData(
+            self.counts[idx],
+            self.normalized[idx],
+            self.batch[idx],
+            self.n_batches,
+            None,
+            None,
+            self.batch_categories,
+        )
 
     def to(self, device: torch.device, dtype: torch.dtype) -> ETMData:
         """The same data on ``device`` in ``dtype``."""
@@ -74,6 +88,7 @@ class ETMData:
             self.n_batches,
             self.obs_names,
             None if self.sparse is None else self.sparse.to(device, dtype),
+            self.batch_categories,
         )
 
 
@@ -203,40 +218,53 @@ class SparseCounts:
         return self.pattern.fixed_mm_t("normalized", self.normalized, dense)
 
 
-def as_count_matrix(X, name: str = "X") -> np.ndarray | sp.csr_matrix:
-    """Validate a cells x genes count matrix: 2-D, finite, non-negative. Returns numpy or CSR (float64)."""
+def as_count_matrix(X, name: str = "X", *, min_cells: int = 2) -> np.ndarray | sp.csr_matrix:
+    """Validate a cells x genes matrix of raw counts: 2-D, numeric, finite, non-negative whole numbers, with at
+    least ``min_cells`` cells and 2 genes (``name`` names it in the messages). Returns numpy or CSR (float64).
+    """
+    expected = f"{name} must be a numeric cells x genes count matrix (numpy, scipy.sparse or torch)"
     if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
+        if X.layout != torch.strided:  # a sparse tensor
+            X = X.to_dense()
+        if X.is_complex():
+            raise TypeError(f"{expected}, got a {X.dtype} tensor")
+        X = X.detach().cpu()
+        X = (X.double() if X.is_floating_point() else X).numpy()
     if sp.issparse(X):
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{expected}, got a sparse matrix of dtype {X.dtype}")
         X = sp.csr_matrix(X, dtype=np.float64)
         values = X.data
-        shape = X.shape
     else:
         try:
-            X = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise TypeError(
-                f"{name} must be a numeric cells x genes matrix (numpy, scipy.sparse or torch), "
-                f"got {type(X).__name__}"
-            ) from err
-        values = X
-        shape = X.shape
+            arr = np.asarray(X)
+        except (TypeError, ValueError) as err:  # ragged nested lists
+            raise TypeError(f"{expected}, got {type(X).__name__}: {err}") from err
+        if arr.dtype.kind == "O":
+            if not all(isinstance(v, numbers.Real) for v in arr.flat):
+                raise TypeError(f"{expected}, got {type(X).__name__} holding non-numbers")
+        elif arr.dtype.kind not in "biuf":
+            raise TypeError(f"{expected}, got {type(X).__name__} of dtype {arr.dtype}")
+        X = values = np.asarray(arr, dtype=np.float64)
+    shape = X.shape
     if len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D cells x genes count matrix, got shape {shape}")
-    if shape[0] < 2 or shape[1] < 2:
-        raise ValueError(f"{name} must hold at least 2 cells and 2 genes, got shape {shape}")
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} contains NaN or infinite values; expected finite non-negative counts")
-    if values.size and values.min() < 0:
-        raise ValueError(
-            f"{name} contains negative values (min {values.min():g}); expected raw non-negative "
-            "counts (not log-transformed or scaled data)"
-        )
+    if shape[0] < min_cells or shape[1] < 2:
+        cells = f"{min_cells} cell" + ("s" if min_cells != 1 else "")
+        raise ValueError(f"{name} must hold at least {cells} and 2 genes, got shape {shape}")
+    check_counts(values, where=name)
     return X
 
 
 def to_tensors(
-    X, batch_codes: np.ndarray, n_batches: int, *, device: torch.device, dtype: torch.dtype, obs_names=None
+    X,
+    batch_codes: np.ndarray,
+    n_batches: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    obs_names=None,
+    batch_categories: tuple[str, ...] | None = None,
 ) -> ETMData:
     """Dense counts and library-size-normalised input on ``device`` (X already validated)."""
     dense = X.toarray() if sp.issparse(X) else X
@@ -248,7 +276,7 @@ def to_tensors(
     sparse = None
     if nnz <= SparseCounts.MAX_DENSITY * X.shape[0] * X.shape[1]:
         sparse = SparseCounts.from_scipy(sp.csr_matrix(X), device=device, dtype=dtype)
-    return ETMData(counts, normalized, batch, int(n_batches), obs_names, sparse)
+    return ETMData(counts, normalized, batch, int(n_batches), obs_names, sparse, batch_categories)
 
 
 _CHUNK_ELEMENTS = 1 << 20  # rows per chunk x genes: 4 MB of float32, within a core's L2 + L3 share

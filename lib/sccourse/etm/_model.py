@@ -4,14 +4,17 @@ the inference helpers shared by training and evaluation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .._device import get_device
+from .._device import get_device, seeded
 from .._etm_kernels import (
     ETMData,
     GeneLinear,
@@ -24,9 +27,14 @@ from .._etm_kernels import (
     sparse_input_linear,
     to_tensors,
 )
-from .._validation import check_int, check_seed
+from .._validation import check_choice, check_float, check_int, check_seed, is_anndata
 
 __all__ = ["ETM", "MIXINGS", "ETMData", "prepare"]
+
+#: the decoder's ways of mixing topics (``ETM(mixing=...)``)
+Mixing = Literal["probability", "logit"]
+#: a device request, resolved by :func:`sccourse.get_device`
+Device = str | torch.device
 
 # --------------------------------------------------------------------------------------
 # the model
@@ -63,8 +71,17 @@ class ETM(nn.Module):
         package's decoder; ``benchmarks/README-etm.md`` compares the two).
     gene_names
         Optional gene names (length ``n_genes``), used by :func:`topic_gene_weights`.
+    batch_categories
+        Optional batch labels (``n_batches`` distinct values) that batch codes ``0, 1, ...`` stand for; otherwise
+        they are taken from the data the model is first trained on (:func:`train_etm`, :func:`train_step`).
     seed
         Seed of the parameter initialisation (the global random state is left as it was).
+
+    Attributes
+    ----------
+    batch_categories_
+        The batch labels the model knows (a tuple of strings, in code order), or None: with ``n_batches > 1``,
+        :func:`get_theta` maps the labels of new cells onto them and refuses labels the model never saw.
     """
 
     def __init__(
@@ -76,34 +93,35 @@ class ETM(nn.Module):
         hidden: int = 128,
         n_batches: int = 1,
         dropout: float = 0.1,
-        mixing: str = "probability",
-        gene_names=None,
+        mixing: Mixing = "probability",
+        gene_names: Sequence | None = None,
+        batch_categories: Sequence | None = None,
         seed: int = 0,
-    ):
+    ) -> None:
         super().__init__()
         self.n_genes = check_int(n_genes, "n_genes", minimum=2)
         self.n_topics = check_int(n_topics, "n_topics", minimum=1)
         self.emb_dim = check_int(emb_dim, "emb_dim", minimum=1)
         self.hidden = check_int(hidden, "hidden", minimum=1)
         self.n_batches = check_int(n_batches, "n_batches", minimum=1)
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        if mixing not in MIXINGS:
-            raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
-        self.mixing = mixing
+        dropout = check_float(dropout, "dropout", minimum=0.0)
+        if dropout >= 1.0:
+            raise ValueError(f"dropout must be < 1 (a probability of dropping a unit), got {dropout}")
+        self.mixing = check_choice(mixing, "mixing", MIXINGS)
         seed = check_seed(seed)
-        if gene_names is not None:
-            gene_names = [str(g) for g in gene_names]
-            if len(gene_names) != self.n_genes:
-                raise ValueError(f"gene_names has {len(gene_names)} entries but n_genes is {self.n_genes}")
-        self.gene_names = gene_names
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        self.gene_names = _names(gene_names, self.n_genes)
+        self.batch_categories_ = None
+        if batch_categories is not None:
+            cats = _names(batch_categories, self.n_batches, name="batch_categories", length="n_batches")
+            if len(set(cats)) != len(cats):
+                raise ValueError(f"batch_categories must be distinct labels, got {cats}")
+            self.batch_categories_ = tuple(cats)
+        with seeded(seed):
             self.encoder = nn.Sequential(
                 GeneLinear(self.n_genes, self.hidden),
                 nn.ReLU(),
                 nn.BatchNorm1d(self.hidden),
-                MaskDropout(float(dropout)),
+                MaskDropout(dropout),
             )
             self.mu = nn.Linear(self.hidden, self.n_topics)
             self.logvar = nn.Linear(self.hidden, self.n_topics)
@@ -197,18 +215,36 @@ class ETM(nn.Module):
 # --------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------
+def _names(values, n: int, *, name: str = "gene_names", length: str = "n_genes") -> list[str] | None:
+    """``values`` as ``n`` strings (None stays None)."""
+    if values is None:
+        return None
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of {n} names, got {type(values).__name__}")
+    out = [str(v) for v in values]
+    if len(out) != n:
+        raise ValueError(f"{name} has {len(out)} entries but {length} is {n}")
+    return out
+
+
 def _model_device_dtype(model: ETM) -> tuple[torch.device, torch.dtype]:
     p = next(model.parameters())
     return p.device, p.dtype
 
 
+def _check_model(model, name: str = "model") -> ETM:
+    if not isinstance(model, ETM):
+        raise TypeError(f"{name} must be an sccourse.etm.ETM, got {type(model).__name__}")
+    return model
+
+
 def prepare(
     X,
     *,
-    batch=None,
+    batch: Sequence | None = None,
     layer: str | None = None,
     batch_key: str | None = None,
-    device="auto",
+    device: Device = "auto",
     dtype: torch.dtype = torch.float32,
 ) -> ETMData:
     """Validate counts once and hold them as dense tensors for :func:`train_step` and :func:`get_theta`.
@@ -219,7 +255,8 @@ def prepare(
         Raw counts, cells x genes: AnnData (``.X`` or ``layers[layer]``), numpy, scipy.sparse or torch.
         An :class:`ETMData` is returned moved to ``device``/``dtype``.
     batch
-        Optional per-cell batch labels (any hashable values); ignored when ``batch_key`` is given.
+        Optional per-cell batch labels (any hashable values, compared as strings); ignored when ``batch_key`` is
+        given.
     layer, batch_key
         AnnData only: the layer holding counts, and the ``obs`` column holding batch labels.
     device
@@ -231,22 +268,38 @@ def prepare(
     -------
     ETMData
         ``counts`` and ``normalized = x_ng / Σ_g x_ng`` (zero-count cells give an all-zero input row and
-        contribute nothing to the likelihood), ``batch`` codes.
+        contribute nothing to the likelihood), ``batch`` codes and the labels they stand for
+        (``batch_categories``, sorted).
 
     Raises
     ------
     ValueError
-        Not 2-D, fewer than 2 cells/genes, NaN/inf or negative values, a batch vector of the wrong length.
+        Not 2-D, fewer than 2 cells/genes, NaN/inf, negative or non-integer values (normalised or log data),
+        a batch vector of the wrong length or with missing labels.
+    TypeError
+        Not a numeric matrix, or ``dtype`` not a torch dtype.
     """
+    return _prepare(X, batch=batch, layer=layer, batch_key=batch_key, device=device, dtype=dtype)
+
+
+def _prepare(X, *, batch, layer, batch_key, device, dtype, name: str = "X", min_cells: int = 2) -> ETMData:
+    """:func:`prepare`, with the argument's name for the messages and the smallest number of cells allowed."""
     dev = get_device(device)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
     if isinstance(X, ETMData):
+        if batch is not None or layer is not None or batch_key is not None:
+            raise ValueError(
+                f"{name} is an ETMData, which already holds its batches; batch, layer and batch_key apply to "
+                "raw counts only"
+            )
+        if X.n_cells < min_cells:
+            raise ValueError(f"{name} must hold at least {min_cells} cells, got {X.n_cells}")
         return X.to(dev, dtype)
     obs_names = None
-    try:
-        import anndata as ad
-    except ImportError:  # pragma: no cover
-        ad = None
-    if ad is not None and isinstance(X, ad.AnnData):
+    if is_anndata(X):
         adata = X
         if layer is not None and layer not in adata.layers:
             raise ValueError(f"layer {layer!r} not in adata.layers (present: {list(adata.layers)})")
@@ -257,43 +310,105 @@ def prepare(
                 )
             batch = adata.obs[batch_key].to_numpy()
         X = adata.layers[layer] if layer is not None else adata.X
+        name = f"adata.layers[{layer!r}]" if layer is not None else "adata.X"
         obs_names = list(adata.obs_names)
     elif layer is not None or batch_key is not None:
         raise ValueError("layer and batch_key apply to AnnData input only; pass batch= for arrays")
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    Xv = as_count_matrix(X)
+    Xv = as_count_matrix(X, name, min_cells=min_cells)
     n = Xv.shape[0]
+    codes, n_batches, categories = _batch_codes(batch, n)
+    return to_tensors(
+        Xv, codes, n_batches, device=dev, dtype=dtype, obs_names=obs_names, batch_categories=categories
+    )
+
+
+def _batch_codes(batch, n: int) -> tuple[np.ndarray, int, tuple[str, ...] | None]:
+    """(codes, number of batches, labels in code order) of per-cell batch labels (None: one batch)."""
     if batch is None:
-        codes, n_batches = np.zeros(n, dtype=np.int64), 1
-    else:
-        labels = pd.Series(np.asarray(batch, dtype=object))
-        if len(labels) != n:
-            raise ValueError(f"batch has {len(labels)} entries but the count matrix has {n} cells")
-        if labels.isna().any():
-            raise ValueError("batch labels contain missing values; give every cell a batch")
-        cat = pd.Categorical(labels.astype(str))
-        codes, n_batches = cat.codes.astype(np.int64), len(cat.categories)
-    return to_tensors(Xv, codes, n_batches, device=dev, dtype=dtype, obs_names=obs_names)
+        return np.zeros(n, dtype=np.int64), 1, None
+    if isinstance(batch, str | bytes) or not isinstance(batch, Iterable):
+        raise TypeError(f"batch must hold one label per cell, got {type(batch).__name__}")
+    arr = np.asarray(batch.detach().cpu() if isinstance(batch, torch.Tensor) else batch, dtype=object)
+    if arr.ndim != 1:
+        raise ValueError(f"batch must be one-dimensional (one label per cell), got shape {arr.shape}")
+    labels = pd.Series(arr)
+    if len(labels) != n:
+        raise ValueError(f"batch has {len(labels)} entries but the count matrix has {n} cells")
+    if labels.isna().any():
+        raise ValueError("batch labels contain missing values; give every cell a batch")
+    cat = pd.Categorical(labels.astype(str))
+    return cat.codes.astype(np.int64), len(cat.categories), tuple(str(c) for c in cat.categories)
 
 
-def _data_for(model: ETM, X, *, batch=None, layer=None, batch_key=None) -> ETMData:
+def _align_batches(model: ETM, data: ETMData, *, adopt: bool = False) -> ETMData:
+    """``data`` with its batch codes in the model's numbering (the labels matched by name).
+
+    A model with one batch ignores batches. A model that knows its batch labels (``batch_categories_``) takes
+    cells of any subset of them and refuses labels it never saw. Otherwise the codes must number the model's
+    batches; ``adopt`` (training) then makes the data's labels the model's.
+    """
+    if model.n_batches == 1:
+        return data
+    known, cats = model.batch_categories_, data.batch_categories
+    if known is None or cats is None:
+        if data.n_batches != model.n_batches:
+            what = f" {list(known)}" if known is not None else ""
+            raise ValueError(
+                f"the model has {model.n_batches} batches{what} but the data has {data.n_batches}; pass batch= "
+                "(or batch_key=) with the batch label of every cell"
+            )
+        if adopt and known is None and cats is not None:
+            model.batch_categories_ = cats
+        return data
+    if cats == known:
+        return data
+    unknown = [c for c in cats if c not in known]
+    if unknown:
+        raise ValueError(
+            f"batch labels {unknown} were not seen in training; the model knows the batches {list(known)}"
+        )
+    lookup = torch.as_tensor([known.index(c) for c in cats], dtype=torch.long, device=data.batch.device)
+    return dataclasses.replace(
+        data, batch=lookup[data.batch], n_batches=model.n_batches, batch_categories=known
+    )
+
+
+def _data_for(
+    model: ETM,
+    X,
+    *,
+    batch=None,
+    layer=None,
+    batch_key=None,
+    name: str = "X",
+    min_cells: int = 1,
+    device: torch.device | None = None,
+    adopt: bool = False,
+) -> ETMData:
+    """``X`` prepared for ``model``: on its device (or ``device``) and in its dtype, its genes checked, its batches
+    in the model's numbering.
+    """
     dev, dtype = _model_device_dtype(model)
-    data = prepare(X, batch=batch, layer=layer, batch_key=batch_key, device=dev, dtype=dtype)
+    data = _prepare(
+        X,
+        batch=batch,
+        layer=layer,
+        batch_key=batch_key,
+        device=dev if device is None else device,
+        dtype=dtype,
+        name=name,
+        min_cells=min_cells,
+    )
     if data.n_genes != model.n_genes:
         raise ValueError(
             f"the count matrix has {data.n_genes} genes but the model was built for {model.n_genes}"
         )
-    if model.n_batches > 1 and data.n_batches != model.n_batches:
-        raise ValueError(
-            f"the model has {model.n_batches} batches but the data has {data.n_batches}; "
-            "pass batch= (or batch_key=) with the same batches the model was built for"
-        )
-    return data
+    return _align_batches(model, data, adopt=adopt)
 
 
 @torch.no_grad()
 def _theta(model: ETM, data: ETMData, chunk: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """``(θ, μ)`` as numpy arrays: the encoder's mean in evaluation mode, in chunks of cells."""
     was_training = model.training
     model.eval()
     try:
