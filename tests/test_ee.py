@@ -103,6 +103,20 @@ def test_sparse_and_dense_affinities_agree_on_small_n(blobs):
     np.testing.assert_allclose(dense, _reference_W(Y, 15.0, n - 1), atol=1e-9 / n, rtol=0)
 
 
+def test_duplicated_cells_get_the_limit_and_are_reported(blobs):
+    """More than `perplexity` neighbours tied at distance 0 cannot reach entropy log(perplexity): the row is
+    uniform over the copies (the β → ∞ limit) and reported as not converged; the other rows converge."""
+    Y = blobs[0][::4].copy()
+    Y[:8] = Y[0]  # eight copies of one cell
+    _W, info = ee.entropic_affinities(Y, 3.0, return_info=True, device="cpu")
+    _H, p = _entropy_rows(Y, info["neighbors"], info["beta"])
+    for n in range(8):
+        copies = np.isin(info["neighbors"][n], np.arange(8))
+        np.testing.assert_allclose(p[n][copies], 1 / 7, rtol=1e-12)
+    assert not info["converged"][:8].any()
+    assert info["converged"][8:].all()
+
+
 def test_exact_knn_matches_sklearn(blobs):
     from sccourse import _ee_kernels as K
 

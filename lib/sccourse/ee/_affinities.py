@@ -34,7 +34,9 @@ def entropic_affinities(
 
     For each cell ``n`` the precision β_n of ``p(m|n) ∝ exp(−β_n ‖y_n − y_m‖²)`` (over its neighbours m)
     is set so that the entropy ``H_n = −Σ_m p(m|n) log p(m|n)`` equals ``log(perplexity)``;
-    then ``W⁺ = (P + Pᵀ) / (2N)``.
+    then ``W⁺ = (P + Pᵀ) / (2N)``. A cell whose nearest distance is shared by more than ``perplexity``
+    neighbours (duplicated cells) cannot reach that entropy: it keeps the limit β_n → ∞ (``p`` uniform over
+    the tied neighbours) and ``converged`` False in the info.
 
     Parameters
     ----------
