@@ -77,3 +77,28 @@ def test_import_sccourse_gives_the_topic_modules_lazily():
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         sccourse.nope  # noqa: B018
+
+
+def test_seeded_is_local_and_repeatable():
+    from sccourse._device import seeded
+
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    with seeded(3):
+        a = torch.rand(4)
+    assert torch.equal(torch.random.get_rng_state(), before), "the caller's generator is restored"
+    with seeded(3):
+        b = torch.rand(4)
+    assert torch.equal(a, b)
+    assert torch.equal(a, torch.rand(4, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.gpu
+def test_seeded_leaves_every_gpu_generator_alone():
+    from sccourse._device import seeded
+
+    states = [torch.cuda.get_rng_state(i) for i in range(torch.cuda.device_count())]
+    with seeded(3, "cuda:0"):
+        torch.rand(4, device="cuda:0")
+    for i, state in enumerate(states):
+        assert torch.equal(torch.cuda.get_rng_state(i), state), f"cuda:{i} generator changed"

@@ -90,7 +90,10 @@ def seeded(seed: int, device: torch.device | str | None = None):
     dev = torch.device(device) if device is not None else torch.device("cpu")
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
+        # seed only the generators that fork_rng restores (torch.manual_seed would also reseed every other GPU)
+        torch.default_generator.manual_seed(int(seed))
+        for index in devices:
+            torch.cuda.default_generators[index].manual_seed(int(seed))
         yield
 
 
