@@ -12,18 +12,6 @@ from sccourse import ee
 from sccourse.metrics import evaluate_ari, knn_preservation, knn_preservation_at_size
 
 
-def _blobs(n_per=80, n_types=4, dim=10, sep=8.0, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_types, dim)) * sep
-    Y = np.concatenate([c + rng.normal(size=(n_per, dim)) for c in centres])
-    return Y, np.repeat(np.arange(n_types), n_per)
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    return _blobs()
-
-
 @pytest.fixture(scope="module")
 def synthetic_pcs():
     """Well-separated cell types from the project's NB generator: log-CPM → 10 PCs."""
@@ -134,8 +122,8 @@ def _autograd_objective(X, Wp, Wn, lam):
 
 
 @pytest.fixture(scope="module")
-def small_problem():
-    Y, _ = _blobs(n_per=30, n_types=3, dim=6, seed=1)
+def small_problem(make_blobs):
+    Y, _ = make_blobs(n_per=30, n_types=3, dim=6, seed=1)
     W = ee.entropic_affinities(Y, 8.0, device="cpu")
     X = np.random.default_rng(2).normal(size=(Y.shape[0], 2))
     return Y, W, X
@@ -228,10 +216,10 @@ def test_calibration_converges_for_near_duplicate_cells():
     assert float(beta_alone[0]) == pytest.approx(float(beta[10]), rel=1e-12)
 
 
-def test_gradient_descent_leaves_the_collapsed_start():
+def test_gradient_descent_leaves_the_collapsed_start(make_blobs):
     """Plain gradient descent (float64 by default, first step 1/(8 max degree)) makes real progress; in float32
     the repulsion's change near the collapsed start is below rounding and the line search stalls."""
-    Y, _ = _blobs(n_per=60, n_types=4, dim=10, seed=2)
+    Y, _ = make_blobs(n_per=60, n_types=4, dim=10, seed=2)
     W = ee.entropic_affinities(Y, 20, device="cpu")
     gd = ee.ElasticEmbedding(lam=10.0, optimizer="gd", max_iter=30, tol=0, device="cpu").fit(Wpos=W)
     obj = gd.history_["objective"].to_numpy()

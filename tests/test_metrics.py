@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import make_blobs
 
 from sccourse import metrics
 
-
-@pytest.fixture(scope="module")
-def blobs():
-    X, y = make_blobs(n_samples=500, centers=4, n_features=8, cluster_std=0.4, random_state=1)
-    return X, y
+# ``blobs`` (four well-separated Gaussian clusters) comes from conftest.py
 
 
 def test_separable_blobs_give_ari_one(blobs):

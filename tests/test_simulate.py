@@ -22,27 +22,7 @@ from sccourse.simulate import (
     zinb_logpmf,
 )
 
-
 # ----------------------------------------------------------------------------- helpers
-def _simulate(n, g, *, seed, zero_inflation=False):
-    rng = np.random.default_rng(seed)
-    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
-    B, D = rng.normal(size=(2, g)), rng.normal(size=(2, g))
-    mu, r = np.exp(X1 @ B), np.exp(X2 @ D)
-    Y = rng.negative_binomial(r, r / (r + mu))
-    cols = {"m0": X1[:, 0], "m1": X1[:, 1], "d0": X2[:, 0], "d1": X2[:, 1]}
-    truth = {"mean": B, "dispersion": D}
-    if zero_inflation:
-        X3, Z = rng.normal(size=(n, 2)), rng.normal(size=(2, g))
-        pi = sps.expit(X3 @ Z)
-        Y = Y * (rng.random((n, g)) >= pi)
-        cols.update(z0=X3[:, 0], z1=X3[:, 1])
-        truth["zero_inflation"] = Z
-    obs = pd.DataFrame(cols, index=[f"cell{i}" for i in range(n)])
-    adata = ad.AnnData(X=Y.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
-    return adata, truth
-
-
 NB_FORMULA = {"mean": "~ m0 + m1 - 1", "dispersion": "~ d0 + d1 - 1"}
 ZINB_FORMULA = dict(NB_FORMULA, zero_inflation="~ z0 + z1 - 1")
 
@@ -193,8 +173,8 @@ def test_nb_closed_form_derivatives_match_autograd_and_scipy():
 
 
 @pytest.fixture(scope="module")
-def nb_fit():
-    adata, truth = _simulate(1000, 20, seed=3)
+def nb_fit(make_nb_regression):
+    adata, truth = make_nb_regression(1000, 20, seed=3)
     sim = NegBinRegressionSimulator().fit(adata, NB_FORMULA, device="cpu")
     return adata, truth, sim
 
@@ -270,8 +250,8 @@ def test_sample_moments_match_theory():
     np.testing.assert_array_equal(X, again)
 
 
-def test_zinb_sample_zero_fraction():
-    adata, _ = _simulate(3000, 4, seed=11, zero_inflation=True)
+def test_zinb_sample_zero_fraction(make_nb_regression):
+    adata, _ = make_nb_regression(3000, 4, seed=11, zero_inflation=True)
     sim = ZeroInflatedNegBinRegressionSimulator().fit(adata, ZINB_FORMULA, device="cpu")
     obs = pd.concat([adata.obs.iloc[:1]] * 30000)
     obs.index = [f"c{i}" for i in range(len(obs))]
@@ -283,8 +263,8 @@ def test_zinb_sample_zero_fraction():
 
 
 # ----------------------------------------------------------------------------- ZINB fit
-def test_zinb_fit_reaches_scipy_mle_and_recovers_truth():
-    adata, truth = _simulate(8000, 4, seed=7, zero_inflation=True)
+def test_zinb_fit_reaches_scipy_mle_and_recovers_truth(make_nb_regression):
+    adata, truth = make_nb_regression(8000, 4, seed=7, zero_inflation=True)
     sim = ZeroInflatedNegBinRegressionSimulator().fit(adata, ZINB_FORMULA, device="cpu")
     assert set(sim.params) == {"beta_mean", "beta_dispersion", "beta_zero_inflation"}
     assert sim.convergence["converged"].all()
@@ -413,8 +393,8 @@ def test_bad_inputs():
 
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-def test_cpu_equals_cuda():
-    adata, _ = _simulate(2000, 6, seed=2, zero_inflation=True)
+def test_cpu_equals_cuda(make_nb_regression):
+    adata, _ = make_nb_regression(2000, 6, seed=2, zero_inflation=True)
     for cls, formula in (
         (NegBinRegressionSimulator, NB_FORMULA),
         (ZeroInflatedNegBinRegressionSimulator, ZINB_FORMULA),
