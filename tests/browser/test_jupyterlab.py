@@ -227,7 +227,7 @@ def test_formgrader_lists_all_assignments_with_points(server, page):
     assert "does not exist" not in body, "the exchange is missing"
     page.goto(f"{server['url']}/formgrader/gradebook")
     page.get_by_text(NAME).first.wait_for(state="visible")
-    page.wait_for_function("() => / \\/ [1-9]/.test(document.body.innerText)")
+    page.wait_for_function("() => document.body !== null && / \\/ [1-9]/.test(document.body.innerText)")
     page.screenshot(path=str(SHOTS / "formgrader-assignments.png"), full_page=True)
     body = page.locator("body").inner_text()
     for name in assignment_names():
@@ -248,7 +248,9 @@ def test_formgrader_shows_an_autograded_submission(server, page):
     finally:
         page.screenshot(path=str(SHOTS / "formgrader-submissions.png"), full_page=True)
     link.click()
-    page.wait_for_function("() => document.body.innerText.includes('qc_table')")
+    page.wait_for_load_state()
+    # the body is briefly null while the submission page replaces the list: wait for it, then for the notebook
+    page.wait_for_function("() => document.body !== null && document.body.innerText.includes('qc_table')")
     page.screenshot(path=str(SHOTS / "formgrader-submission.png"), full_page=True)
     body = page.locator("body").inner_text()
     assert "Quality metrics" in body and "/ 3" in body
