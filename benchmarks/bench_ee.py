@@ -1,11 +1,13 @@
 """Elastic embedding and NeuralEE vs neuralee 0.1.6, and NeuralEE scaling (time, peak RSS).
 
-    python -m benchmarks ee            # full: PBMC 3k EE, 6k-cell NeuralEE, scaling 10k / 100k
+    python -m benchmarks ee            # full: PBMC 3k EE, 6k-cell NeuralEE, scaling 10k / 100k,
+                                       # and NeuralEE against UMAP and openTSNE (PBMC 3k, 20k, 100k cells)
     python -m benchmarks ee --quick    # small inputs, checks the benchmark runs (RESULTS.md untouched)
+    python -m benchmarks ee --case "vs UMAP"          # only the UMAP comparisons ("vs openTSNE" likewise)
     SCCOURSE_BENCH_EE_1M=1 python -m benchmarks ee   # also the 1M-cell scaling case
 
-neuralee is not a project dependency: run from ``.venv-bench`` (see benchmarks/README-ee.md). Without it the
-reference columns are empty and only our side is timed.
+neuralee and openTSNE are not project dependencies: run from ``.venv-bench`` (see benchmarks/README-ee.md).
+Without them the reference columns are empty and only our side is timed.
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ def _ee_case(quick: bool) -> Case:
     else:
         reference = None
         Wp = ee.entropic_affinities(Y, PERPLEXITY, n_neighbors="all", device="cpu").toarray()
-        D2 = ((Y[:, None] - Y[None]) ** 2).sum(-1)
+        sq = (Y * Y).sum(1)
+        D2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (Y @ Y.T), 0.0)  # no N x N x D temporary
+        np.fill_diagonal(D2, 0.0)
         Wn = D2 / D2.sum()
         state["target"], state["init"] = None, None
 
@@ -154,7 +158,7 @@ def _fine_tune_case(quick: bool) -> Case:
             return out["X"].double().numpy()
     else:
         reference = None
-        Wp_dense = ee.entropic_affinities(Y, PERPLEXITY, n_neighbors="all", device="cpu").toarray()
+        Wp_dense = None  # formed only when the case runs (not when another case is picked with --case)
 
     def ours():
         # end to end: sparse kNN affinities + full-batch training, distance-based repulsion like neuralee
@@ -171,6 +175,9 @@ def _fine_tune_case(quick: bool) -> Case:
         ).fit_transform(Y)
 
     def quality(X_ours, X_ref):
+        nonlocal Wp_dense
+        if Wp_dense is None:
+            Wp_dense = ee.entropic_affinities(Y, PERPLEXITY, n_neighbors="all", device="cpu").toarray()
         wneg = Wn if Wn is not None else ee.repulsive_weights(Y, kind="distance", device="cpu")
         q = {
             "objective_ours": ee.ee_objective(X_ours, Wp_dense, LAM, Wneg=wneg, device="cpu"),
@@ -235,6 +242,160 @@ def _scaling_case(n: int, quick: bool) -> Case:
     )
 
 
+# --------------------------------------------------------------------------------------
+# against what users would pick: UMAP and openTSNE on the same PCs
+# --------------------------------------------------------------------------------------
+QUALITY_CELLS = 5_000  # every quality figure of the three maps is computed on the same cells
+# NeuralEE's settings in the comparison cases, through the public API only (see README-ee.md)
+OURS = dict(lam=LAM, batch_size=2000, lr=1e-2)
+
+
+def _ours_epochs(n: int) -> int:
+    """About 800 optimiser steps of 2,000 cells (800,000 cells seen), and at least 20 epochs."""
+    return max(20, round(800_000 / n))
+
+
+_warmed = []
+
+
+def _quality_sample(n: int) -> np.ndarray:
+    """The cells scored for every map: all of them up to 5,000, else ``default_rng(0).choice(n, 5000)``."""
+    if n <= QUALITY_CELLS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, QUALITY_CELLS, replace=False))
+
+
+def _map_quality(Y, labels, X, idx) -> dict:
+    """On the cells ``idx``: k-NN preservation (k = 10, PCs vs map), 15-NN label accuracy (5-fold stratified
+    cross-validation, shuffled with seed 0: a cell's label is predicted from the 15 nearest cells of the other four
+    folds) and trustworthiness (k = 10, scikit-learn).
+    """
+    from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from sccourse.metrics import knn_preservation
+
+    Ys, Xs, ls = Y[idx], np.asarray(X, dtype=np.float64)[idx], labels[idx]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    return {
+        "knn10": knn_preservation(Ys, Xs, k=10),
+        "acc15": float(cross_val_score(KNeighborsClassifier(15), Xs, ls, cv=cv).mean()),
+        "trust10": float(trustworthiness(Ys, Xs, n_neighbors=10)),
+    }
+
+
+def _umap_fit(Y):
+    import umap
+
+    # unseeded on purpose: with random_state set, umap-learn runs on one thread whatever n_jobs says; numpy's
+    # global generator (which it then draws from) is seeded here instead
+    np.random.seed(0)  # noqa: NPY002
+    return umap.UMAP(n_jobs=2).fit_transform(Y)
+
+
+def _opentsne_fit(Y):
+    from openTSNE import TSNE
+
+    return np.asarray(TSNE(n_jobs=2, random_state=0).fit(Y))
+
+
+def _ours_fit(Y, times: dict, **settings):
+    import torch
+
+    from sccourse import ee
+
+    threads = torch.get_num_threads()
+    if os.environ.get("SCCOURSE_BENCH_EE_THREADS"):  # see README-ee.md: torch's threads on a busy machine
+        torch.set_num_threads(int(os.environ["SCCOURSE_BENCH_EE_THREADS"]))
+    try:
+        t0 = time.perf_counter()
+        W = ee.entropic_affinities(Y, PERPLEXITY, device="cpu", seed=0)
+        t1 = time.perf_counter()
+        m = ee.NeuralEE(perplexity=PERPLEXITY, device="cpu", seed=0, progress=False, **settings).fit(
+            Y, Wpos=W
+        )
+        times.update(
+            affinities_s=t1 - t0, training_s=time.perf_counter() - t1, torch_threads=torch.get_num_threads()
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return m.embedding_
+
+
+def _references() -> dict:
+    refs = {}
+    try:
+        import umap  # noqa: F401
+
+        refs["UMAP"] = ("umap-learn UMAP(n_jobs=2), defaults", _umap_fit)
+    except ImportError:
+        pass
+    try:
+        import openTSNE  # noqa: F401
+
+        refs["openTSNE"] = ("openTSNE TSNE(n_jobs=2, random_state=0), defaults", _opentsne_fit)
+    except ImportError:
+        pass
+    return refs
+
+
+def _warm_up(quick: bool) -> None:
+    """Compile every JIT (numba in umap-learn, pynndescent and openTSNE; torch's first optimiser step) on small
+    inputs once per process, so that no timed run pays for it whichever ``--case`` runs first.
+    """
+    if _warmed:
+        return
+    Y = np.random.default_rng(0).normal(size=(5000, 20))
+    Y[:2500] += 3.0
+    for _, fit in _references().values():
+        fit(Y[:1500] if quick else Y)
+    _ours_fit(Y[:1500], {}, **OURS, epochs=1)
+    from pynndescent import NNDescent  # our kNN above 30,000 cells on the CPU
+
+    NNDescent(Y.astype(np.float32), n_neighbors=91, random_state=0, low_memory=True)
+    _warmed.append(True)
+
+
+def _compare_cases(quick: bool):
+    """NeuralEE end to end against UMAP and openTSNE: one case per (data set, reference), ours rerun in each."""
+    datasets = [("synthetic 1,500 cells (20 PCs)", lambda: _synthetic_pcs(1500, n_pcs=20))] if quick else []
+    if not quick:
+        datasets += [
+            ("PBMC 3k (2,638 annotated cells, 50 PCs)", _pbmc_pcs),
+            ("20,000 synthetic cells (20 PCs)", lambda: _synthetic_pcs(20_000, n_pcs=20)),
+            ("100,000 synthetic cells (20 PCs)", lambda: _synthetic_pcs(100_000, n_pcs=20)),
+        ]
+    refs = _references() or {"none": ("none (umap-learn / openTSNE not installed)", None)}
+    for label, load in datasets:
+        Y, labels = load()
+        idx = _quality_sample(Y.shape[0])
+        settings = {**OURS, "epochs": 2 if quick else _ours_epochs(Y.shape[0])}
+        for short, (ref_name, fit) in refs.items():
+            times: dict = {}
+
+            def quality(X_ours, X_ref, Y=Y, labels=labels, idx=idx, times=times):
+                q = {**times, **{f"{k}_ours": v for k, v in _map_quality(Y, labels, X_ours, idx).items()}}
+                if X_ref is not None:
+                    q.update({f"{k}_ref": v for k, v in _map_quality(Y, labels, X_ref, idx).items()})
+                return q
+
+            _warm_up(quick)
+            yield Case(
+                name=f"NeuralEE vs {short}, {label}",
+                ours=lambda Y=Y, times=times, settings=settings: _ours_fit(Y, times, **settings),
+                reference=None if fit is None else (lambda Y=Y, fit=fit: fit(Y)),
+                reference_name=ref_name,
+                quality=quality,
+                repeats=1,
+                warmup=False,
+                notes=(
+                    f"ours: entropic_affinities(perplexity {PERPLEXITY:g}) + NeuralEE({settings}); quality on "
+                    f"{idx.size:,} cells (the same for every map); JITs compiled beforehand on small inputs"
+                ),
+            )
+
+
 def cases(quick: bool):
     sizes = [2_000, 5_000] if quick else [10_000, 100_000]
     if not quick and os.environ.get("SCCOURSE_BENCH_EE_1M"):
@@ -243,3 +404,4 @@ def cases(quick: bool):
         yield _scaling_case(n, quick)
     yield _ee_case(quick)
     yield _fine_tune_case(quick)
+    yield from _compare_cases(quick)
