@@ -590,6 +590,42 @@ def test_unknown_batch_label_is_refused():
         etm.get_theta(model, adata.X)  # no batch at all
 
 
+def test_batch_labels_survive_a_saved_and_reloaded_state_dict(tmp_path):
+    """torch.save(model.state_dict()) then torch.load(weights_only=True) into a fresh ETM: the batch labels come
+    back (get_extra_state), so cells of one lane get the trained model's θ and a label never seen is refused
+    by name, as before saving (a fresh model alone knows no labels and takes neither)."""
+    adata, model = _two_lane_fit()
+    path = tmp_path / "etm.pt"
+    torch.save(model.state_dict(), path)
+    fresh = etm.ETM(adata.n_vars, 2, emb_dim=6, hidden=12, n_batches=2, seed=99)
+    assert fresh.batch_categories_ is None
+    lane2 = adata[(adata.obs["lane"] == "lane2").to_numpy()].copy()
+    with pytest.raises(
+        ValueError, match="2 batches"
+    ):  # without the labels, one lane's cells cannot be placed
+        etm.get_theta(fresh, lane2, batch_key="lane")
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    assert fresh.batch_categories_ == ("lane1", "lane2")
+    expected = etm.get_theta(model, lane2, batch_key="lane")
+    np.testing.assert_array_equal(etm.get_theta(fresh, lane2, batch_key="lane"), expected)
+    np.testing.assert_array_equal(
+        etm.final_neg_elbo(fresh, lane2, batch_key="lane"), etm.final_neg_elbo(model, lane2, batch_key="lane")
+    )
+    renamed = np.where(adata.obs["lane"] == "lane2", "lane3", "lane1")
+    with pytest.raises(ValueError, match=r"lane3.*lane1.*lane2"):
+        etm.get_theta(fresh, adata.X, batch=renamed)
+    # a state saved before the labels were part of it (no extra state) still loads strictly, keeping the
+    # model's own labels; a state with labels of the wrong number is refused
+    old = {k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")}
+    named = etm.ETM(adata.n_vars, 2, emb_dim=6, hidden=12, n_batches=2, batch_categories=["lane1", "lane2"])
+    named.load_state_dict(old)
+    assert named.batch_categories_ == ("lane1", "lane2")
+    np.testing.assert_array_equal(etm.get_theta(named, lane2, batch_key="lane"), expected)
+    bad = dict(model.state_dict(), _extra_state={"version": 1, "batch_categories": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match="n_batches"):
+        fresh.load_state_dict(bad)
+
+
 def test_batch_codes_follow_the_labels_not_their_sort_order():
     """The likelihood of cells labelled "b" uses the bias of the model's batch "b" (numpy reference), whatever
     other labels the new data holds."""

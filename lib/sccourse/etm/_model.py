@@ -81,7 +81,8 @@ class ETM(nn.Module):
     ----------
     batch_categories_
         The batch labels the model knows (a tuple of strings, in code order), or None: with ``n_batches > 1``,
-        :func:`get_theta` maps the labels of new cells onto them and refuses labels the model never saw.
+        :func:`get_theta` maps the labels of new cells onto them and refuses labels the model never saw. They are
+        part of :meth:`state_dict` (``get_extra_state``), so a saved and reloaded model keeps them.
     """
 
     def __init__(
@@ -132,6 +133,34 @@ class ETM(nn.Module):
             self.batch_bias = nn.Parameter(torch.zeros(self.n_batches, self.n_genes))
         else:
             self.register_parameter("batch_bias", None)
+        self._register_load_state_dict_pre_hook(_keep_labels_of_older_states)
+
+    # -- the batch labels travel with the state_dict --------------------------------------
+    def get_extra_state(self) -> dict:
+        """What :meth:`state_dict` stores besides tensors: the batch labels (``batch_categories_``).
+
+        Plain strings in a dict, so ``torch.load(..., weights_only=True)`` reads it back.
+        """
+        cats = self.batch_categories_
+        return {"version": 1, "batch_categories": None if cats is None else list(cats)}
+
+    def set_extra_state(self, state) -> None:
+        """Restore the batch labels saved by :meth:`get_extra_state` (``load_state_dict``).
+
+        Saved labels replace the model's; a state saved without labels (a model trained on batch codes) leaves
+        the model's own labels (e.g. from ``ETM(batch_categories=...)``) as they are.
+        """
+        if not isinstance(state, dict) or "batch_categories" not in state:
+            raise ValueError(
+                f"not an ETM extra state (expected a dict with 'batch_categories'), got {state!r}"
+            )
+        cats = state["batch_categories"]
+        if cats is None:
+            return
+        cats = _names(cats, self.n_batches, name="the saved batch_categories", length="n_batches")
+        if len(set(cats)) != len(cats):
+            raise ValueError(f"the saved batch_categories must be distinct labels, got {cats}")
+        self.batch_categories_ = tuple(cats)
 
     # -- pieces -------------------------------------------------------------------------
     def encode(self, normalized: torch.Tensor, *, sparse=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,6 +239,15 @@ class ETM(nn.Module):
             f"n_genes={self.n_genes}, n_topics={self.n_topics}, emb_dim={self.emb_dim}, "
             f"hidden={self.hidden}, n_batches={self.n_batches}, mixing={self.mixing!r}"
         )
+
+
+def _keep_labels_of_older_states(
+    state_dict, prefix, local_metadata, strict, missing, unexpected, errors
+) -> None:
+    """A state_dict saved before the batch labels were part of it loads (strictly) and keeps the model's labels."""
+    key = prefix + "_extra_state"  # where nn.Module keeps get_extra_state()'s value
+    if key not in state_dict:
+        state_dict[key] = {"version": 1, "batch_categories": None}
 
 
 # --------------------------------------------------------------------------------------
