@@ -68,6 +68,10 @@ c.GenerateFeedback.preprocessors = [
 # seconds, scored 0, and grading goes on with the next cell.
 c.Execute.timeout = 600
 c.Execute.interrupt_on_timeout = True
+# A grading kernel imports the libraries the hidden tests rely on before it reports ready (so that it can watch
+# them for tampering): a few seconds on an idle machine, but past nbclient's 60 s start-up default on a heavily
+# loaded one, which would fail the whole submission ("Kernel didn't respond in 60 seconds").
+c.Execute.startup_timeout = 600
 c.Execute.kernel_name = "python3"
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -91,6 +91,17 @@ def test_release_is_regenerated_from_source(course, name):
     assert files == expected
 
 
+def test_config_gives_a_loaded_machines_kernel_time_to_start():
+    """The grading kernel imports the watched libraries before it reports ready; on a loaded machine that takes
+    longer than nbclient's 60 s default, which would fail a correct submission as a whole."""
+    from nbclient import NotebookClient
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    assert config.Execute.startup_timeout >= 5 * NotebookClient.startup_timeout.default_value
+    assert config.Execute.interrupt_on_timeout is True
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_release_holds_no_solution_or_hidden_test(name):
     source = _cells(ROOT / "solutions" / name / f"{name}.ipynb")
