@@ -6,13 +6,17 @@ Each probe is (function call, expected exception types, a pattern the message mu
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
-from sccourse import datasets, manifold, metrics, nmf, qc, simulate
+from sccourse import datasets, ee, manifold, metrics, nmf, pp, qc, simulate
 
 
 def _counts(n=30, g=12, seed=0):
@@ -50,6 +54,26 @@ def _graph(n=12):
     return sp.csr_matrix(W + W.T)
 
 
+def _markers():
+    """40 log-normalised cells in two clusters, with the PBMC marker genes."""
+    rng = np.random.default_rng(3)
+    a = ad.AnnData(np.log1p(rng.poisson(1.0, size=(40, 8))).astype(np.float32))
+    a.var_names = ["CD3D", "CD3E", "MS4A1", "LYZ", "NKG7", "GNLY", "PPBP", "ACTB"]
+    a.obs["leiden"] = pd.Categorical(np.repeat(["0", "1"], 20))
+    return a
+
+
+def _heat(n=12):
+    return manifold.ManifoldHeat(manifold.symmetrized_operator(_graph(n)), steps=1)
+
+
+def _level_model(d=3, max_level=2):
+    return manifold.LevelDenoiser(d, max_level, hidden=4, emb_dim=2)
+
+
+NMF_W = np.random.default_rng(4).random((12, 3))
+NMF_H = np.random.default_rng(5).random((3, 30))
+GENES = [f"g{i}" for i in range(12)]
 EMB = np.random.default_rng(0).normal(size=(40, 3))
 LAB = np.repeat(["a", "b"], 20)
 V = ValueError
@@ -178,7 +202,277 @@ PROBES = [
         V,
         "epochs",
     ),
-    ("to_torch strings", lambda: manifold.to_torch(np.array([["a"]])), T, ""),
+    ("to_torch strings", lambda: manifold.to_torch(np.array([["a"]])), T, "dtype"),
+    # qc: gene names, thresholds, empty matrices
+    ("mito_genes a single string", lambda: qc.mito_genes("MT-CO1"), V, "var_names"),
+    ("mito_genes a number", lambda: qc.mito_genes(5), V, "var_names"),
+    ("mito_genes 2-D names", lambda: qc.mito_genes(np.array([["MT-1", "a"]])), V, "var_names"),
+    ("mito_genes empty prefix", lambda: qc.mito_genes(["MT-1", "A"], prefix=""), V, "prefix"),
+    ("mito_genes prefix int", lambda: qc.mito_genes(["MT-1"], prefix=3), V, "prefix"),
+    ("mito_genes prefix empty tuple", lambda: qc.mito_genes(["MT-1"], prefix=()), V, "prefix"),
+    ("qc_metrics empty mito_prefix", lambda: qc.qc_metrics(_counts(), mito_prefix=""), V, "mito_prefix"),
+    ("cell_gene_masks not AnnData", lambda: qc.cell_gene_masks(np.ones((3, 3))), T, "AnnData"),
+    ("cell_gene_masks NaN counts", lambda: qc.cell_gene_masks(_nan()), V, "NaN"),
+    ("cell_gene_masks negative counts", lambda: qc.cell_gene_masks(_neg()), V, "non-negative"),
+    ("cell_gene_masks log data", lambda: qc.cell_gene_masks(_log_data()), V, "integer counts"),
+    ("cell_gene_masks min_genes float", lambda: qc.cell_gene_masks(_counts(), min_genes=1.5), V, "min_genes"),
+    ("cell_gene_masks min_cells -1", lambda: qc.cell_gene_masks(_counts(), min_cells=-1), V, "min_cells"),
+    (
+        "cell_gene_masks max_genes <= min_genes",
+        lambda: qc.cell_gene_masks(_counts(), min_genes=5, max_genes=5),
+        V,
+        "max_genes",
+    ),
+    (
+        "cell_gene_masks max_pct_mt NaN",
+        lambda: qc.cell_gene_masks(_counts(), max_pct_mt=float("nan")),
+        V,
+        "max_pct_mt",
+    ),
+    (
+        "cell_gene_masks max_pct_mt 150",
+        lambda: qc.cell_gene_masks(_counts(), max_pct_mt=150),
+        V,
+        "max_pct_mt",
+    ),
+    ("cell_gene_masks max_pct_mt -1", lambda: qc.cell_gene_masks(_counts(), max_pct_mt=-1), V, "max_pct_mt"),
+    ("filter max_genes -1", lambda: qc.filter_cells_genes(_counts(), max_genes=-1), V, "max_genes"),
+    (
+        "top_genes_by_fraction no cells",
+        lambda: qc.top_genes_by_fraction(ad.AnnData(sp.csr_matrix((0, 12), dtype=np.float32))),
+        V,
+        "one cell",
+    ),
+    ("top_genes_by_fraction NaN counts", lambda: qc.top_genes_by_fraction(_nan()), V, "NaN"),
+    # nmf: starting factors, result container, loadings
+    ("initialize seed -1", lambda: nmf.initialize(np.ones((5, 4)), 2, seed=-1), V, "seed"),
+    ("initialize seed float", lambda: nmf.initialize(np.ones((5, 4)), 2, seed=1.5), V, "seed"),
+    ("initialize K too large", lambda: nmf.initialize(np.ones((5, 4)), 9), V, "n_components"),
+    ("initialize bad init", lambda: nmf.initialize(np.ones((5, 4)), 2, init="svd"), V, "init"),
+    ("initialize negative", lambda: nmf.initialize(-np.ones((5, 4)), 2), V, "negative"),
+    ("initialize NaN", lambda: nmf.initialize(np.full((5, 4), np.nan), 2), V, "NaN"),
+    ("initialize 1-D", lambda: nmf.initialize(np.ones(5), 2), V, "2-D"),
+    (
+        "initialize orientation",
+        lambda: nmf.initialize(np.ones((5, 4)), 2, orientation="rows"),
+        V,
+        "orientation",
+    ),
+    ("factor_shares strings", lambda: nmf.factor_shares(NMF_W.astype(str), NMF_H), V, "W must hold"),
+    ("factor_shares shapes", lambda: nmf.factor_shares(NMF_W, NMF_H[:2]), V, "K x cells"),
+    ("factor_shares NaN", lambda: nmf.factor_shares(NMF_W, np.full_like(NMF_H, np.nan)), V, "finite"),
+    ("factor_shares negative", lambda: nmf.factor_shares(-NMF_W, NMF_H), V, "non-negative"),
+    (
+        "top_genes NaN loadings",
+        lambda: nmf.top_genes(np.full_like(NMF_W, np.nan), GENES),
+        V,
+        "W contains NaN",
+    ),
+    ("top_genes names length", lambda: nmf.top_genes(NMF_W, GENES[:5]), V, "one name per gene"),
+    ("top_genes n too large", lambda: nmf.top_genes(NMF_W, GENES, n=50), V, "n="),
+    ("top_genes n float", lambda: nmf.top_genes(NMF_W, GENES, n=2.5), V, "n must"),
+    ("top_genes strings", lambda: nmf.top_genes(NMF_W.astype(str), GENES), V, "W must hold"),
+    ("nmf_adata not AnnData", lambda: nmf.nmf_adata(np.ones((5, 4)), 2), T, "AnnData"),
+    ("nmf_adata layer missing", lambda: nmf.nmf_adata(_counts(), 2, layer="raw"), V, "layer"),
+    ("nmf_adata labels_key missing", lambda: nmf.nmf_adata(_counts(), 2, labels_key="type"), V, "labels_key"),
+    ("nmf_adata key_added ''", lambda: nmf.nmf_adata(_counts(), 2, key_added=""), V, "key_added"),
+    ("nmf_adata NaN", lambda: nmf.nmf_adata(_nan(), 2), V, "NaN"),
+    (
+        "nmf_adata orientation",
+        lambda: nmf.nmf_adata(_counts(), 2, orientation="cells_x_genes"),
+        V,
+        "orientation",
+    ),
+    (
+        "NMFResult shapes",
+        lambda: nmf.NMFResult(NMF_W, NMF_H[:2], pd.DataFrame(), "sse", 1),
+        V,
+        "K x cells",
+    ),
+    ("NMFResult loss", lambda: nmf.NMFResult(NMF_W, NMF_H, pd.DataFrame(), "kl", 1), V, "loss"),
+    ("NMFResult n_iter", lambda: nmf.NMFResult(NMF_W, NMF_H, pd.DataFrame(), "sse", -1), V, "n_iter"),
+    # manifold: models, denoising, operators, marker selection
+    ("Denoiser d 0", lambda: manifold.Denoiser(0), V, "d must"),
+    ("Denoiser hidden float", lambda: manifold.Denoiser(5, hidden=2.5), V, "hidden"),
+    ("Denoiser genes length", lambda: manifold.Denoiser(5, genes=[0, 1]), V, "genes"),
+    ("Denoiser genes names", lambda: manifold.Denoiser(2, genes=["a", "b"]), V, "genes"),
+    ("LevelDenoiser max_level 0", lambda: manifold.LevelDenoiser(5, 0), V, "max_level"),
+    ("LevelDenoiser emb_dim odd", lambda: manifold.LevelDenoiser(5, 3, emb_dim=3), V, "emb_dim"),
+    ("LevelDenoiser genes negative", lambda: manifold.LevelDenoiser(2, 3, genes=[-1, 0]), V, "genes"),
+    (
+        "NoiseProcess has no sample",
+        lambda: manifold.NoiseProcess().sample(torch.ones(3, 3)),
+        NotImplementedError,
+        "sample",
+    ),
+    (
+        "train_denoiser with the bare NoiseProcess",
+        lambda: manifold.train_denoiser(torch.ones(20, 3), manifold.NoiseProcess(), epochs=1, device="cpu"),
+        NotImplementedError,
+        "NoiseProcess",
+    ),
+    ("denoise not a module", lambda: manifold.denoise(lambda x: x, np.ones((3, 5))), T, "model"),
+    (
+        "denoise width",
+        lambda: manifold.denoise(manifold.Denoiser(5, hidden=4), np.ones((3, 4))),
+        V,
+        "columns",
+    ),
+    (
+        "denoise NaN",
+        lambda: manifold.denoise(manifold.Denoiser(5, hidden=4), np.full((3, 5), np.nan)),
+        V,
+        "NaN",
+    ),
+    (
+        "denoise strings",
+        lambda: manifold.denoise(manifold.Denoiser(5, hidden=4), np.full((3, 5), "a")),
+        V,
+        "dtype",
+    ),
+    ("denoise level missing", lambda: manifold.denoise(_level_model(), np.ones((4, 3))), V, "level"),
+    (
+        "denoise level too high",
+        lambda: manifold.denoise(_level_model(), np.ones((4, 3)), level=9),
+        V,
+        "level",
+    ),
+    ("denoise level float", lambda: manifold.denoise(_level_model(), np.ones((4, 3)), level=0.5), V, "level"),
+    (
+        "denoise level for a plain Denoiser",
+        lambda: manifold.denoise(manifold.Denoiser(3, hidden=4), np.ones((4, 3)), level=1),
+        V,
+        "level",
+    ),
+    (
+        "iterative_denoise plain Denoiser",
+        lambda: manifold.iterative_denoise(
+            manifold.Denoiser(3, hidden=4), np.ones((12, 3)), _heat(), steps=1
+        ),
+        T,
+        "LevelDenoiser",
+    ),
+    (
+        "iterative_denoise steps above max_level",
+        lambda: manifold.iterative_denoise(_level_model(), np.ones((12, 3)), _heat(), steps=5),
+        V,
+        "steps",
+    ),
+    (
+        "iterative_denoise wrong cells",
+        lambda: manifold.iterative_denoise(_level_model(), np.ones((7, 3)), _heat(), steps=1),
+        V,
+        "X_noisy",
+    ),
+    (
+        "iterative_denoise heat not ManifoldHeat",
+        lambda: manifold.iterative_denoise(
+            _level_model(), np.ones((12, 3)), manifold.GaussianNoise(0.1), steps=1
+        ),
+        T,
+        "heat",
+    ),
+    (
+        "train_conditional_denoiser max_steps 0",
+        lambda: manifold.train_conditional_denoiser(torch.ones(12, 3), _heat(), max_steps=0),
+        V,
+        "max_steps",
+    ),
+    (
+        "train_conditional_denoiser cells differ",
+        lambda: manifold.train_conditional_denoiser(torch.ones(7, 3), _heat(), epochs=1, device="cpu"),
+        V,
+        "heat operator",
+    ),
+    (
+        "train_conditional_denoiser emb_dim odd",
+        lambda: manifold.train_conditional_denoiser(torch.ones(12, 3), _heat(), emb_dim=3),
+        V,
+        "emb_dim",
+    ),
+    (
+        "train_conditional_denoiser NaN",
+        lambda: manifold.train_conditional_denoiser(
+            torch.full((12, 3), np.nan), _heat(), epochs=1, device="cpu"
+        ),
+        V,
+        "NaN",
+    ),
+    (
+        "train_conditional_denoiser heat",
+        lambda: manifold.train_conditional_denoiser(torch.ones(12, 3), manifold.GaussianNoise(0.1)),
+        T,
+        "heat",
+    ),
+    (
+        "to_torch_sparse dtype string",
+        lambda: manifold.to_torch_sparse(sp.eye(3), dtype="float32"),
+        T,
+        "dtype",
+    ),
+    ("to_torch_sparse layout", lambda: manifold.to_torch_sparse(sp.eye(3), layout="csc"), V, "layout"),
+    ("to_torch_sparse 1-D", lambda: manifold.to_torch_sparse(np.ones(3)), V, "2-D"),
+    (
+        "to_torch_sparse NaN",
+        lambda: manifold.to_torch_sparse(sp.csr_matrix(np.full((3, 3), np.nan))),
+        V,
+        "NaN",
+    ),
+    ("to_torch_sparse device", lambda: manifold.to_torch_sparse(sp.eye(3), device="tpu"), V, "device"),
+    ("marker_table not AnnData", lambda: manifold.marker_table(np.ones((3, 3))), T, "AnnData"),
+    ("marker_table groupby missing", lambda: manifold.marker_table(_markers(), groupby="x"), V, "groupby"),
+    ("marker_table unknown gene", lambda: manifold.marker_table(_markers(), ["FOO"]), V, "FOO"),
+    ("marker_table no markers", lambda: manifold.marker_table(_markers(), []), V, "markers"),
+    ("marker_table markers a string", lambda: manifold.marker_table(_markers(), "CD3D"), V, "markers"),
+    ("marker_table stat", lambda: manifold.marker_table(_markers(), stat="median"), V, "stat"),
+    (
+        "select_clusters_by_markers unknown gene",
+        lambda: manifold.select_clusters_by_markers(_markers(), ["FOO"]),
+        V,
+        "FOO",
+    ),
+    (
+        "select_clusters_by_markers min_ratio NaN",
+        lambda: manifold.select_clusters_by_markers(_markers(), min_ratio=float("nan")),
+        V,
+        "min_ratio",
+    ),
+    (
+        "select_clusters_by_markers min_fraction 2",
+        lambda: manifold.select_clusters_by_markers(_markers(), min_fraction=2),
+        V,
+        "min_fraction",
+    ),
+    ("select_t_cells not AnnData", lambda: manifold.select_t_cells(np.ones((3, 3))), T, "AnnData"),
+    (
+        "select_t_cells groupby missing",
+        lambda: manifold.select_t_cells(_markers(), groupby="x"),
+        V,
+        "groupby",
+    ),
+    (
+        "select_t_cells min_ratio 0",
+        lambda: manifold.select_t_cells(_markers(), min_ratio=0),
+        V,
+        "min_ratio",
+    ),
+    ("t_cell_clusters no markers", lambda: manifold.t_cell_clusters(_markers(), markers=[]), V, "markers"),
+    (
+        "t_cell_clusters min_ratio inf",
+        lambda: manifold.t_cell_clusters(_markers(), min_ratio=float("inf")),
+        V,
+        "min_ratio",
+    ),
+    ("embed_cells not AnnData", lambda: manifold.embed_cells(np.ones((30, 4))), T, "AnnData"),
+    ("embed_cells NaN", lambda: manifold.embed_cells(_nan()), V, "NaN"),
+    ("embed_cells n_neighbors 0", lambda: manifold.embed_cells(_log_data(), n_neighbors=0), V, "n_neighbors"),
+    ("to_torch_sparse strings", lambda: manifold.to_torch_sparse(np.array([["a"]])), V, "M must be a real"),
+    (
+        "to_torch_sparse complex",
+        lambda: manifold.to_torch_sparse(np.ones((2, 2)) * 1j),
+        V,
+        "M must be a real",
+    ),
     # metrics
     ("evaluate_ari 2-D labels", lambda: metrics.evaluate_ari(EMB, np.ones((40, 2))), V, "labels"),
     (
@@ -194,6 +488,78 @@ PROBES = [
     ("knn_preservation k too large", lambda: metrics.knn_preservation(EMB, EMB, k=40), V, "k must"),
     ("knn_preservation rows differ", lambda: metrics.knn_preservation(EMB, EMB[:10]), V, "rows"),
     ("trustworthiness k 0", lambda: metrics.trustworthiness(EMB, EMB, k=0), V, "k"),
+    ("trustworthiness k float", lambda: metrics.trustworthiness(EMB, EMB, k=2.5), V, "k must"),
+    ("knn_preservation k float", lambda: metrics.knn_preservation(EMB, EMB, k=2.5), V, "k must"),
+    ("knn_preservation strings", lambda: metrics.knn_preservation(EMB.astype(str), EMB), V, "X_high"),
+    ("evaluate_ari string embedding", lambda: metrics.evaluate_ari(EMB.astype(str), LAB), V, "embedding"),
+    ("leiden_labels 1-D", lambda: metrics.leiden_labels(np.ones(5)), V, "2-D"),
+    ("leiden_labels NaN", lambda: metrics.leiden_labels(np.full((40, 2), np.nan)), V, "NaN"),
+    ("leiden_labels strings", lambda: metrics.leiden_labels(EMB.astype(str)), V, "embedding"),
+    ("leiden_labels resolution 0", lambda: metrics.leiden_labels(EMB, resolution=0), V, "resolution"),
+    ("leiden_labels n_neighbors 1", lambda: metrics.leiden_labels(EMB, n_neighbors=1), V, "n_neighbors"),
+    ("leiden_labels one cell", lambda: metrics.leiden_labels(EMB[:1]), V, "n_neighbors"),
+    ("leiden_labels seed float", lambda: metrics.leiden_labels(EMB, seed=0.5), V, "seed"),
+    (
+        "knn_preservation_at_size size float",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20.5),
+        V,
+        "size",
+    ),
+    ("knn_preservation_at_size size <= k", lambda: metrics.knn_preservation_at_size(EMB, EMB, 5), V, "size"),
+    (
+        "knn_preservation_at_size n_draws 0",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, n_draws=0),
+        V,
+        "n_draws",
+    ),
+    (
+        "knn_preservation_at_size seed -1",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, seed=-1),
+        V,
+        "seed",
+    ),
+    (
+        "knn_preservation_at_size index out of range",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, index=np.arange(50)),
+        V,
+        "index",
+    ),
+    (
+        "knn_preservation_at_size index negative",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, index=-np.arange(30)),
+        V,
+        "index",
+    ),
+    (
+        "knn_preservation_at_size index repeated",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, index=np.zeros(30, dtype=int)),
+        V,
+        "index",
+    ),
+    (
+        "knn_preservation_at_size index float",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, index=np.arange(30.0)),
+        V,
+        "index",
+    ),
+    (
+        "knn_preservation_at_size index 2-D",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, index=np.ones((3, 3), dtype=int)),
+        V,
+        "index",
+    ),
+    (
+        "knn_preservation_at_size mask length",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB, 20, index=np.ones(30, dtype=bool)),
+        V,
+        "index",
+    ),
+    (
+        "knn_preservation_at_size rows differ",
+        lambda: metrics.knn_preservation_at_size(EMB, EMB[:30], 20),
+        V,
+        "rows",
+    ),
 ]
 
 
@@ -204,3 +570,30 @@ def test_bad_input_gives_a_clear_error(call, errors, pattern):
     assert pattern.lower() in str(err.value).lower(), (
         f"unhelpful message: {type(err.value).__name__}: {err.value}"
     )
+
+
+def _public(module) -> set[str]:
+    """The names in ``__all__`` and the functions and classes the module defines (no leading underscore) that are
+    functions or classes (constants such as ``PBMC_MARKERS`` and type aliases such as ``pp.Metric`` are not).
+    """
+    names = set(getattr(module, "__all__", ()))
+    names |= {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_") and getattr(v, "__module__", "").startswith(module.__name__)
+    }
+    return {n for n in names if inspect.isfunction(getattr(module, n)) or inspect.isclass(getattr(module, n))}
+
+
+PROBE_FILES = ("test_probes.py", "test_probes_pp.py", "test_probes_ee.py")
+
+
+@pytest.mark.parametrize("module", [qc, pp, nmf, manifold, ee, metrics], ids=lambda m: m.__name__)
+def test_probes_reach_every_public_function(module):
+    """Each public function or class of these modules is called by a probe (a class through its constructor
+    or a method) in tests/test_probes.py, tests/test_probes_pp.py or tests/test_probes_ee.py.
+    """
+    text = "".join((Path(__file__).parent / name).read_text() for name in PROBE_FILES)
+    short = module.__name__.rsplit(".", 1)[-1]
+    missing = sorted(n for n in _public(module) if f"{short}.{n}(" not in text)
+    assert not missing, f"no probe calls {', '.join(f'{short}.{n}' for n in missing)}"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._validation import check_int as _check_int
+from ._validation import check_seed as _check_seed
+
 __all__ = ["evaluate_ari", "leiden_labels", "knn_preservation", "knn_preservation_at_size", "trustworthiness"]
 
 
@@ -18,7 +21,10 @@ def _as_2d_array(x, name: str) -> np.ndarray:
         pass
     if hasattr(x, "toarray"):
         x = x.toarray()
-    arr = np.asarray(x, dtype=np.float64)
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (cells x dimensions), got shape {arr.shape}")
     if not np.isfinite(arr).all():
@@ -36,12 +42,12 @@ def leiden_labels(embedding, *, resolution: float = 0.15, n_neighbors: int = 15,
     import anndata as ad
     import scanpy as sc
 
-    from ._validation import check_float, check_int, check_seed
+    from ._validation import check_float
 
     emb = _as_2d_array(embedding, "embedding")
     check_float(resolution, "resolution", minimum=0.0, strict=True)
-    n_neighbors = check_int(n_neighbors, "n_neighbors", minimum=2)
-    seed = check_seed(seed)
+    n_neighbors = _check_int(n_neighbors, "n_neighbors", minimum=2)
+    seed = _check_seed(seed)
     if emb.shape[0] <= n_neighbors:
         raise ValueError(f"need more cells ({emb.shape[0]}) than n_neighbors ({n_neighbors})")
     a = ad.AnnData(np.zeros((emb.shape[0], 1), dtype=np.float32))
@@ -114,6 +120,7 @@ def knn_preservation(X_high, X_low, *, k: int = 10) -> float:
         raise ValueError(
             f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
         )
+    k = _check_int(k, "k")
     if not 1 <= k < hi.shape[0]:
         raise ValueError(f"k must be in [1, n_cells - 1], got {k}")
     a, b = _knn(hi, k), _knn(lo, k)
@@ -137,19 +144,40 @@ def knn_preservation_at_size(
         raise ValueError(
             f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
         )
-    idx = np.arange(hi.shape[0]) if index is None else np.asarray(index)
-    if idx.dtype == bool:
-        idx = np.flatnonzero(idx)
+    idx = np.arange(hi.shape[0]) if index is None else _check_index(index, hi.shape[0])
+    k, size = _check_int(k, "k", minimum=1), _check_int(size, "size")
+    n_draws, seed = _check_int(n_draws, "n_draws", minimum=1), _check_seed(seed)
     if not k < size <= idx.size:
         raise ValueError(f"size must be in (k, number of candidate cells] = ({k}, {idx.size}], got {size}")
     if size == idx.size:
         return knn_preservation(hi[idx], lo[idx], k=k), 0.0
     rng = np.random.default_rng(seed)
     scores = []
-    for _ in range(int(n_draws)):
+    for _ in range(n_draws):
         pick = rng.choice(idx, size=size, replace=False)
         scores.append(knn_preservation(hi[pick], lo[pick], k=k))
     return float(np.mean(scores)), float(np.std(scores))
+
+
+def _check_index(index, n: int) -> np.ndarray:
+    """Candidate rows: a boolean mask of length ``n`` or distinct integer positions in ``[0, n)``."""
+    idx = np.asarray(index)
+    if idx.ndim != 1:
+        raise ValueError(f"index must be one-dimensional (row positions or a mask), got shape {idx.shape}")
+    if idx.dtype == bool:
+        if idx.size != n:
+            raise ValueError(f"index as a boolean mask must have one entry per row ({n}), got {idx.size}")
+        return np.flatnonzero(idx)
+    if idx.size and idx.dtype.kind not in "iu":
+        raise ValueError(f"index must hold integer row positions or be a boolean mask, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(
+            f"index must hold row positions in [0, {n}), got values from {idx.min()} to {idx.max()}"
+        )
+    if np.unique(idx).size != idx.size:
+        raise ValueError("index must not repeat a row (a repeated cell is its own nearest neighbour)")
+    return idx
 
 
 def trustworthiness(X_high, X_low, *, k: int = 10) -> float:
@@ -161,6 +189,7 @@ def trustworthiness(X_high, X_low, *, k: int = 10) -> float:
         raise ValueError(
             f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
         )
+    k = _check_int(k, "k")
     if not 1 <= k < hi.shape[0] / 2:
         raise ValueError(f"k must be in [1, n_cells / 2), got {k}")
     return float(_tw(hi, lo, n_neighbors=k))

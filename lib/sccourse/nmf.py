@@ -76,6 +76,14 @@ class NMFResult:
     loss: str
     n_iter: int
 
+    def __post_init__(self):
+        w, h = np.shape(self.W), np.shape(self.H)
+        if len(w) != 2 or len(h) != 2 or w[1] != h[0]:
+            raise ValueError(f"W must be genes x K and H K x cells, got shapes {w} and {h}")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        self.n_iter = _check_int("n_iter", self.n_iter, minimum=0)
+
     @property
     def embedding(self) -> np.ndarray:
         """Cells x K cell factors (``Hᵀ``), e.g. for clustering."""
@@ -157,7 +165,7 @@ def initialize(
         raise ValueError(f"orientation must be one of {_ORIENTATIONS}, got {orientation!r}")
     Xg = _as_matrix(X, orientation)
     k = _check_k(n_components, Xg.shape)
-    return _init(Xg, k, init, seed)
+    return _init(Xg, k, init, _check_seed(seed))
 
 
 def _check_k(n_components, shape) -> int:
@@ -369,10 +377,7 @@ def factor_shares(W, H) -> np.ndarray:
     numpy.ndarray
         cells x K, float64.
     """
-    W = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W)
-    H = H.detach().cpu().numpy() if isinstance(H, torch.Tensor) else np.asarray(H)
-    W = np.asarray(W, dtype=np.float64)
-    H = np.asarray(H, dtype=np.float64)
+    W, H = _real_array(W, "W"), _real_array(H, "H")
     if W.ndim != 2 or H.ndim != 2 or W.shape[1] != H.shape[0]:
         raise ValueError(f"W must be genes x K and H K x cells, got shapes {W.shape} and {H.shape}")
     if (
@@ -384,6 +389,13 @@ def factor_shares(W, H) -> np.ndarray:
     contrib = (W.sum(axis=0)[:, None] * H).T  # cells x K: expected counts per factor
     total = contrib.sum(axis=1, keepdims=True)
     return np.divide(contrib, total, out=np.zeros_like(contrib), where=total > 0)
+
+
+def _real_array(A, name: str) -> np.ndarray:
+    A = A.detach().cpu().numpy() if isinstance(A, torch.Tensor) else np.asarray(A)
+    if A.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {A.dtype}")
+    return A.astype(np.float64)
 
 
 def top_genes(W, gene_names, n: int = 5) -> pd.DataFrame:
@@ -404,7 +416,9 @@ def top_genes(W, gene_names, n: int = 5) -> pd.DataFrame:
         ``n`` rows (largest loading first) and one column per factor, named ``0 … K-1``. Ties keep the order of
         ``gene_names``.
     """
-    A = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W, dtype=float)
+    A = _real_array(W, "W")
+    if A.size and not np.isfinite(A).all():
+        raise ValueError("W contains NaN or infinite values; its ranking would be arbitrary")
     names = np.asarray(gene_names, dtype=object)
     if A.ndim != 2 or len(names) != A.shape[0]:
         raise ValueError(

@@ -15,6 +15,8 @@ import scipy.sparse as sp
 
 from ._validation import check_anndata as _check_anndata
 from ._validation import check_counts as _check_counts_values
+from ._validation import check_float as _check_float
+from ._validation import check_int as _check_int
 from ._validation import check_key as _check_key
 from .pp import normalize_log1p
 
@@ -52,12 +54,22 @@ def _detected(X: sp.csr_matrix, *, axis: int) -> np.ndarray:
     return np.asarray(present.sum(axis=axis)).ravel().astype(np.int64)
 
 
+def _check_prefix(prefix, name: str) -> tuple[str, ...]:
+    prefixes = prefix if isinstance(prefix, tuple) else (prefix,)
+    if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
+        raise ValueError(f"{name} must be a non-empty string or a tuple of non-empty strings, got {prefix!r}")
+    return prefixes
+
+
 def mito_genes(var_names, *, prefix: str | tuple[str, ...] = ("MT-", "mt-")) -> np.ndarray:
     """Boolean mask of mitochondrial genes (names starting with ``prefix``; human ``MT-``, mouse ``mt-``)."""
-    return np.asarray(
-        pd.Index(var_names).astype(str).str.startswith(prefix if isinstance(prefix, tuple) else (prefix,)),
-        dtype=bool,
-    )
+    prefixes = _check_prefix(prefix, "prefix")
+    if isinstance(var_names, str) or np.ndim(var_names) != 1:
+        raise ValueError(
+            f"var_names must be a one-dimensional sequence of gene names (e.g. adata.var_names), got "
+            f"{var_names!r}"[:200]
+        )
+    return np.asarray(pd.Index(var_names).astype(str).str.startswith(prefixes), dtype=bool)
 
 
 def qc_metrics(
@@ -95,7 +107,7 @@ def qc_metrics(
     X = sp.csr_matrix(adata.X)
     total = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
     detected = _detected(X, axis=1)
-    mt = mito_genes(adata.var_names, prefix=mito_prefix)
+    mt = mito_genes(adata.var_names, prefix=_check_prefix(mito_prefix, "mito_prefix"))
     mt_total = np.asarray(X[:, mt].sum(axis=1)).ravel() if mt.any() else np.zeros_like(total)
     with np.errstate(invalid="ignore", divide="ignore"):
         pct = np.where(total > 0, 100.0 * mt_total / total, 0.0)
@@ -127,8 +139,16 @@ def cell_gene_masks(
     ``pct_counts_mt < max_pct_mt``, then genes detected (count > 0) in at least ``min_cells`` of the kept cells.
     """
     _check_counts(adata)
-    if min_genes < 0 or min_cells < 0:
-        raise ValueError(f"min_genes and min_cells must be non-negative, got {min_genes} and {min_cells}")
+    min_genes = _check_int(min_genes, "min_genes", minimum=0)
+    min_cells = _check_int(min_cells, "min_cells", minimum=0)
+    if (
+        max_genes is not None
+    ):  # a cell is kept when min_genes <= genes < max_genes: an empty range keeps nothing
+        max_genes = _check_int(
+            max_genes, "max_genes (exclusive upper bound, > min_genes)", minimum=min_genes + 1
+        )
+    if max_pct_mt is not None:
+        max_pct_mt = _check_float(max_pct_mt, "max_pct_mt (a percentage)", minimum=0.0, maximum=100.0)
     qc = qc_metrics(adata, inplace=False)
     keep = qc["n_genes_by_counts"].to_numpy() >= min_genes
     if max_genes is not None:
@@ -181,6 +201,8 @@ def top_genes_by_fraction(adata: ad.AnnData, *, n: int = 10) -> list[str]:
     _check_counts(adata)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"adata must have at least one cell and one gene, got shape {adata.shape}")
     X = sp.csr_matrix(adata.X, dtype=np.float64)
     totals = np.asarray(X.sum(axis=1)).ravel()
     frac = sp.diags(np.divide(1.0, totals, out=np.zeros_like(totals), where=totals > 0)) @ X

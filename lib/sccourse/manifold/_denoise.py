@@ -30,6 +30,18 @@ __all__ = [
 ]
 
 
+def _genes_buffer(d: int, genes) -> torch.Tensor:
+    """The model's ``genes`` buffer: ``d`` column indices of the full matrix (default ``0 … d-1``)."""
+    if genes is None:
+        return torch.arange(d)
+    g = genes.detach().cpu().numpy() if isinstance(genes, torch.Tensor) else np.asarray(genes)
+    if g.ndim != 1 or g.shape[0] != d or (g.size and g.dtype.kind not in "iu") or (g.size and g.min() < 0):
+        raise ValueError(
+            f"genes must hold one non-negative integer column index per input ({d}), got {g.dtype} of shape {g.shape}"
+        )
+    return torch.as_tensor(g.astype(np.int64), dtype=torch.long)
+
+
 class Denoiser(nn.Module):
     """MLP ``d → hidden → d`` with a GELU: ``x̂ = W₂ GELU(W₁ x̃ + b₁) + b₂``.
 
@@ -40,8 +52,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.d, self.hidden = _check_int(d, "d", minimum=1), _check_int(hidden, "hidden", minimum=1)
         self.net = nn.Sequential(nn.Linear(self.d, self.hidden), nn.GELU(), nn.Linear(self.hidden, self.d))
-        g = torch.arange(self.d) if genes is None else torch.as_tensor(np.asarray(genes), dtype=torch.long)
-        self.register_buffer("genes", g)
+        self.register_buffer("genes", _genes_buffer(self.d, genes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -68,8 +79,7 @@ class LevelDenoiser(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(self.d + self.emb_dim, hidden), nn.GELU(), nn.Linear(hidden, self.d)
         )
-        g = torch.arange(self.d) if genes is None else torch.as_tensor(np.asarray(genes), dtype=torch.long)
-        self.register_buffer("genes", g)
+        self.register_buffer("genes", _genes_buffer(self.d, genes))
 
     def forward(self, x: torch.Tensor, level) -> torch.Tensor:
         if not isinstance(level, torch.Tensor) or level.ndim == 0:
@@ -175,6 +185,36 @@ def _epoch(model, opt, inputs, targets, idx_tr, idx_va, batch_size, gen, extra=N
     return train, val
 
 
+def _training_data(X, genes, device, heat=None):
+    """(device, gene columns, clean matrix restricted to them on the device) for the two trainers."""
+    dev = get_device(device)
+    Xt = _as_tensor(_unwrap_anndata(X))
+    if heat is not None and Xt.shape[0] != heat.n:
+        raise ValueError(f"X has {Xt.shape[0]} cells but the heat operator has {heat.n}")
+    cols = _resolve_genes(Xt, genes)
+    return dev, cols, Xt[:, torch.from_numpy(cols)].contiguous().to(dev)
+
+
+def _fit(
+    make_model, draw, X0, dev, *, epochs, batch_size, lr, weight_decay, val_fraction, seed, progress, desc
+):
+    """AdamW on the MSE to ``X0``; ``draw(gen)`` gives each epoch's (inputs, extra model argument or None)."""
+    with seeded(seed, dev):  # local randomness: the notebook's global state is left as it was
+        gen = torch.Generator().manual_seed(seed)
+        idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
+        model = make_model().to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        rows = []
+        bar = _bar(range(1, epochs + 1), progress=progress, desc=desc, leave=False)
+        for epoch in bar:
+            inputs, extra = draw(gen)
+            tr, va = _epoch(model, opt, inputs, X0, idx_tr, idx_va, batch_size, gen, extra=extra)
+            rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
+            bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
+    model.eval()
+    return model, pd.DataFrame(rows)
+
+
 def train_denoiser(
     X,
     noise: NoiseProcess,
@@ -230,28 +270,30 @@ def train_denoiser(
             f"sample(X) method, got {type(noise).__name__}"
         )
     seed = _check_training(epochs, batch_size, lr, weight_decay, val_fraction, seed, hidden)
-    dev = get_device(device)
-    Xt = _as_tensor(_unwrap_anndata(X))
-    if isinstance(noise, ManifoldHeat) and Xt.shape[0] != noise.n:
-        raise ValueError(f"X has {Xt.shape[0]} cells but the heat operator has {noise.n}")
-    cols = _resolve_genes(Xt, genes)
-    X0 = Xt[:, torch.from_numpy(cols)].contiguous().to(dev)
-    with seeded(seed, dev):  # local randomness: the notebook's global state is left as it was
-        gen = torch.Generator().manual_seed(seed)
-        idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
-        model = Denoiser(X0.shape[1], hidden, genes=cols).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        rows = []
-        label = getattr(noise, "name", type(noise).__name__)
-        bar = _bar(range(1, epochs + 1), progress=progress, desc=f"denoiser [{label}]", leave=False)
-        for epoch in bar:
-            # the library's processes draw from the run's generator; any other object is called as noise.sample(X)
-            Xn = noise.sample(X0, generator=gen) if isinstance(noise, NoiseProcess) else noise.sample(X0)
-            tr, va = _epoch(model, opt, Xn, X0, idx_tr, idx_va, batch_size, gen)
-            rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
-            bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
-    model.eval()
-    return model, pd.DataFrame(rows)
+    heat = noise if isinstance(noise, ManifoldHeat) else None
+    dev, cols, X0 = _training_data(X, genes, device, heat)
+
+    def draw(gen):
+        # the library's processes draw from the run's generator; any other object is called as noise.sample(X)
+        return (
+            noise.sample(X0, generator=gen) if isinstance(noise, NoiseProcess) else noise.sample(X0)
+        ), None
+
+    label = getattr(noise, "name", type(noise).__name__)
+    return _fit(
+        lambda: Denoiser(X0.shape[1], hidden, genes=cols),
+        draw,
+        X0,
+        dev,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        val_fraction=val_fraction,
+        seed=seed,
+        progress=progress,
+        desc=f"denoiser [{label}]",
+    )
 
 
 def denoise(
@@ -283,6 +325,14 @@ def denoise(
         d = next((mod.in_features for mod in model.modules() if isinstance(mod, nn.Linear)), Xt.shape[1])
     if Xt.shape[1] != d:
         raise ValueError(f"X has {Xt.shape[1]} columns but the model expects {d} (its genes)")
+    if isinstance(model, LevelDenoiser):
+        if level is None:
+            raise ValueError(f"level is required for a LevelDenoiser (an integer in [0, {model.max_level}])")
+        level = _check_int(level, "level", minimum=0, maximum=model.max_level)
+    elif isinstance(model, Denoiser) and level is not None:
+        raise ValueError(
+            f"level is only for a LevelDenoiser; this Denoiser takes no level, got level={level!r}"
+        )
     model.eval()
     with torch.no_grad():
         out = model(Xt) if level is None else model(Xt, level)
@@ -335,29 +385,28 @@ def train_conditional_denoiser(
     seed = _check_training(epochs, batch_size, lr, weight_decay, val_fraction, seed, hidden)
     if _check_int(emb_dim, "emb_dim", minimum=2) % 2:
         raise ValueError(f"emb_dim must be even (sine and cosine pairs), got {emb_dim}")
-    dev = get_device(device)
-    Xt = _as_tensor(_unwrap_anndata(X))
-    if Xt.shape[0] != heat.n:
-        raise ValueError(f"X has {Xt.shape[0]} cells but the heat operator has {heat.n}")
-    cols = _resolve_genes(Xt, genes)
-    X0 = Xt[:, torch.from_numpy(cols)].contiguous().to(dev)
+    dev, cols, X0 = _training_data(X, genes, device, heat)
     H = heat.powers(X0, K)  # (K+1, n, d)
-    with seeded(seed, dev):  # local randomness: the notebook's global state is left as it was
-        gen = torch.Generator().manual_seed(seed)
-        idx_tr, idx_va = _split(X0.shape[0], val_fraction, gen)
-        model = LevelDenoiser(X0.shape[1], K, hidden, emb_dim, genes=cols).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        rows = []
-        cells = torch.arange(X0.shape[0], device=dev)
-        bar = _bar(range(1, epochs + 1), progress=progress, desc="level-conditioned denoiser", leave=False)
-        for epoch in bar:
-            levels = torch.randint(1, K + 1, (X0.shape[0],), generator=gen).to(dev)
-            inputs = H[levels, cells]
-            tr, va = _epoch(model, opt, inputs, X0, idx_tr, idx_va, batch_size, gen, extra=levels)
-            rows.append({"epoch": epoch, "train_loss": tr, "val_loss": va})
-            bar.set_postfix(train=f"{tr:.4f}", val=f"{va:.4f}")
-    model.eval()
-    return model, pd.DataFrame(rows)
+    cells = torch.arange(X0.shape[0], device=dev)
+
+    def draw(gen):
+        levels = torch.randint(1, K + 1, (X0.shape[0],), generator=gen).to(dev)
+        return H[levels, cells], levels
+
+    return _fit(
+        lambda: LevelDenoiser(X0.shape[1], K, hidden, emb_dim, genes=cols),
+        draw,
+        X0,
+        dev,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        val_fraction=val_fraction,
+        seed=seed,
+        progress=progress,
+        desc="level-conditioned denoiser",
+    )
 
 
 def iterative_denoise(model: LevelDenoiser, X_noisy, heat: ManifoldHeat, *, steps: int) -> np.ndarray:
@@ -381,9 +430,13 @@ def iterative_denoise(model: LevelDenoiser, X_noisy, heat: ManifoldHeat, *, step
     -------
     numpy.ndarray
     """
+    if not isinstance(model, LevelDenoiser):
+        raise TypeError(
+            f"model must be a LevelDenoiser (train_conditional_denoiser), got {type(model).__name__}"
+        )
     if not isinstance(heat, ManifoldHeat):
         raise TypeError(f"heat must be a ManifoldHeat, got {type(heat).__name__}")
-    K = _check_int(steps, "steps", minimum=1)
+    K = _check_int(steps, "steps", minimum=1, maximum=model.max_level)
     dev = next(model.parameters()).device
     x = _as_tensor(X_noisy, "X_noisy", device=dev)
     if x.shape[0] != heat.n or x.shape[1] != model.d:

@@ -258,14 +258,17 @@ def to_torch_sparse(
     """
     if layout not in ("coo", "csr"):
         raise ValueError(f"layout must be 'coo' or 'csr', got {layout!r}")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32), got {dtype!r}")
     dev = get_device(device)
     if isinstance(M, torch.Tensor):
         M = M.to_dense().detach().cpu().numpy() if M.layout != torch.strided else M.detach().cpu().numpy()
     if not sp.issparse(M):
-        arr = np.asarray(M)
-        if arr.ndim != 2:
-            raise ValueError(f"M must be a 2-D matrix, got shape {arr.shape}")
-        M = sp.csr_matrix(arr)
+        M = np.asarray(M)
+        if M.ndim != 2:
+            raise ValueError(f"M must be a 2-D matrix, got shape {M.shape}")
+    if M.dtype.kind not in "biuf":
+        raise ValueError(f"M must be a real numeric matrix, got dtype {M.dtype}")
     M = sp.csr_matrix(M)
     if M.nnz and not np.isfinite(M.data).all():
         raise ValueError("M contains NaN or infinite values")

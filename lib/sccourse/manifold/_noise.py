@@ -22,8 +22,11 @@ __all__ = ["GaussianNoise", "ManifoldHeat", "NoiseProcess", "match_sigma"]
 class NoiseProcess:
     """Interface: ``sample(X)`` returns a corrupted copy of the clean (cells x genes) ``X``."""
 
-    def sample(self, X: torch.Tensor, **kwargs) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    def sample(self, X: torch.Tensor, **kwargs) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__}.sample is not implemented: NoiseProcess is an interface; use GaussianNoise or "
+            "ManifoldHeat, or subclass it and define sample(X)"
+        )
 
     @property
     def name(self) -> str:

@@ -204,7 +204,6 @@ def select_t_cells(
     -------
     numpy.ndarray of bool
     """
-    chosen = t_cell_clusters(
-        adata, groupby=groupby, markers=markers, min_ratio=min_ratio, min_fraction=min_fraction
+    return select_clusters_by_markers(
+        adata, markers, groupby=groupby, min_ratio=min_ratio, min_fraction=min_fraction
     )
-    return adata.obs[groupby].isin(chosen).to_numpy()
