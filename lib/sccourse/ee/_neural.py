@@ -14,21 +14,20 @@ import scipy.sparse as sp
 import torch
 
 from .. import _progress
-from .._device import get_device, seeded
+from .._device import seeded
 from .._validation import check_choice, check_float, check_int, check_seed
-from ._affinities import entropic_affinities, prepare_affinities, repulsive_weights
+from ._affinities import entropic_affinities, repulsive_weights
 from ._checks import (
     Data,
     Device,
     Graph,
     as_wneg,
-    check_key_added,
-    check_lam,
     check_not_constant,
     check_perplexity,
     data_matrix,
     write_back,
 )
+from ._estimator import _EmbeddingEstimator
 from ._training import _batch_loss, _check_hidden, _finite_epoch_loss, _mlp, epoch_batches
 
 
@@ -44,7 +43,7 @@ def _check_batch_size(batch_size) -> int | float:
     return float(batch_size)
 
 
-class NeuralEE:
+class NeuralEE(_EmbeddingEstimator):
     """A neural network ``X = f(Y)`` trained on the elastic-embedding loss, with mini-batches.
 
     Every epoch draws a new random partition of the cells into batches (so every cell is trained on
@@ -96,32 +95,30 @@ class NeuralEE:
         seed: int = 0,
         progress: bool | None = None,
     ):
-        self.n_components, self.lam, self.perplexity, self.n_neighbors = (
+        super().__init__(
             n_components,
-            lam,
-            perplexity,
-            n_neighbors,
+            lam=lam,
+            perplexity=perplexity,
+            n_neighbors=n_neighbors,
+            affinity=affinity,
+            repulsion=repulsion,
+            device=device,
+            seed=seed,
+            progress=progress,
         )
-        self.affinity, self.repulsion, self.hidden, self.batch_size = affinity, repulsion, hidden, batch_size
+        self.hidden, self.batch_size = hidden, batch_size
         self.epochs, self.lr, self.weight_decay, self.attraction = epochs, lr, weight_decay, attraction
-        self.device, self.seed, self.progress = device, seed, progress
 
     def _checked(self) -> SimpleNamespace:
         """The options, validated (the estimator's ``__init__`` only stores them)."""
-        _progress.enabled(self.progress)  # True, False or None
         return SimpleNamespace(
-            n_components=check_int(self.n_components, "n_components", minimum=1),
-            lam=check_lam(self.lam, positive=True),
-            affinity=check_choice(self.affinity, "affinity", ("ea", "x2p")),
-            repulsion=check_choice(self.repulsion, "repulsion", ("uniform", "distance")),
+            **self._common_checked(),
             attraction=check_choice(self.attraction, "attraction", ("global", "batch")),
             hidden=_check_hidden(self.hidden),
             batch_size=_check_batch_size(self.batch_size),
             epochs=check_int(self.epochs, "epochs", minimum=1),
             lr=check_float(self.lr, "lr", minimum=0.0, strict=True),
             weight_decay=check_float(self.weight_decay, "weight_decay", minimum=0.0),
-            seed=check_seed(self.seed),
-            device=get_device(self.device),
         )
 
     @staticmethod
@@ -157,26 +154,14 @@ class NeuralEE:
         NeuralEE
             ``self``, fitted.
         """
-        p = self._checked()
-        adata = Y
-        check_key_added(key_added, adata)
-        Yn = data_matrix(Y, use_rep=use_rep)
+        p, Yn = self._start_fit(Y, use_rep, key_added)
         check_not_constant(Yn)
         n, D = Yn.shape
         dev = p.device
         b = self._batch_size(p.batch_size, n)
         W = None
         if p.attraction == "global":
-            W = prepare_affinities(
-                Yn,
-                Wpos,
-                perplexity=self.perplexity,
-                n_neighbors=self.n_neighbors,
-                affinity=p.affinity,
-                device=dev,
-                seed=p.seed,
-            )
-            W = sp.csr_matrix(W)
+            W = sp.csr_matrix(self._attraction(p, Yn, Wpos))
         else:
             if Wpos is not None:
                 raise ValueError(
@@ -205,7 +190,7 @@ class NeuralEE:
         self.batch_size_ = b
         self.n_features_in_ = D
         self.embedding_ = self.transform(Yn)
-        write_back(adata, key_added, self.embedding_)
+        write_back(Y, key_added, self.embedding_)
         return self
 
     def _train(self, p, net, Yn, Yt, W, wneg, b):

@@ -14,10 +14,10 @@ import torch
 
 from .. import _ee_kernels as K
 from .. import _progress
-from .._device import get_device
-from .._validation import check_choice, check_float, check_int, check_seed
-from ._affinities import prepare_affinities, repulsive_weights
-from ._checks import Data, Device, Graph, as_wneg, check_key_added, check_lam, data_matrix, write_back
+from .._validation import check_choice, check_float, check_int
+from ._affinities import repulsive_weights
+from ._checks import Data, Device, Graph, as_wneg, data_matrix, write_back
+from ._estimator import _EmbeddingEstimator
 
 _DENSE_CHOLESKY_MAX = 12_000  # above this many cells the spectral direction uses a sparse LU (scipy)
 # ε of 4L⁺ + εI, relative to the mean degree: large enough that the null space of L⁺ (one direction per
@@ -117,7 +117,7 @@ def _initial_embedding(init, n: int, d: int, seed: int) -> np.ndarray:
     return X0
 
 
-class ElasticEmbedding:
+class ElasticEmbedding(_EmbeddingEstimator):
     """Elastic embedding optimised over the coordinates with the spectral direction.
 
     Each iteration takes the direction ``P = −(4L⁺ + εI)⁻¹ ∇E`` (ε = 10⁻⁶ × mean diagonal of 4L⁺; the
@@ -197,16 +197,26 @@ class ElasticEmbedding:
         seed: int = 0,
         progress: bool | None = None,
     ):
-        self.n_components, self.lam, self.perplexity, self.n_neighbors = (
+        super().__init__(
             n_components,
-            lam,
-            perplexity,
-            n_neighbors,
+            lam=lam,
+            perplexity=perplexity,
+            n_neighbors=n_neighbors,
+            affinity=affinity,
+            repulsion=repulsion,
+            device=device,
+            seed=seed,
+            progress=progress,
         )
-        self.affinity, self.repulsion, self.optimizer = affinity, repulsion, optimizer
-        self.max_iter, self.tol, self.init, self.c, self.rho = max_iter, tol, init, c, rho
+        self.optimizer, self.max_iter, self.tol, self.init, self.c, self.rho = (
+            optimizer,
+            max_iter,
+            tol,
+            init,
+            c,
+            rho,
+        )
         self.target, self.max_block_mb, self.dtype = target, max_block_mb, dtype
-        self.device, self.seed, self.progress = device, seed, progress
 
     def _checked(self) -> SimpleNamespace:
         """The options, validated (the estimator's ``__init__`` only stores them)."""
@@ -218,12 +228,8 @@ class ElasticEmbedding:
             raise ValueError(
                 f"line-search constants must satisfy 0 < c < 1 and 0 < rho < 1, got c={c}, rho={rho}"
             )
-        _progress.enabled(self.progress)  # True, False or None
         return SimpleNamespace(
-            n_components=check_int(self.n_components, "n_components", minimum=1),
-            lam=check_lam(self.lam, positive=True),
-            affinity=check_choice(self.affinity, "affinity", ("ea", "x2p")),
-            repulsion=check_choice(self.repulsion, "repulsion", ("uniform", "distance")),
+            **self._common_checked(),
             optimizer=check_choice(self.optimizer, "optimizer", ("spectral", "gd")),
             max_iter=check_int(self.max_iter, "max_iter", minimum=1),
             tol=check_float(self.tol, "tol", minimum=0.0),
@@ -231,8 +237,6 @@ class ElasticEmbedding:
             rho=rho,
             target=None if self.target is None else check_float(self.target, "target"),
             max_block_mb=check_float(self.max_block_mb, "max_block_mb", minimum=0.0, strict=True),
-            seed=check_seed(self.seed),
-            device=get_device(self.device),
         )
 
     def fit(
@@ -267,20 +271,9 @@ class ElasticEmbedding:
         ElasticEmbedding
             ``self``, fitted.
         """
-        p = self._checked()
-        adata = Y
-        check_key_added(key_added, adata)
-        Yn = None if Y is None else data_matrix(Y, use_rep=use_rep)
+        p, Yn = self._start_fit(Y, use_rep, key_added, optional=True)
         dev = p.device
-        W = prepare_affinities(
-            Yn,
-            Wpos,
-            perplexity=self.perplexity,
-            n_neighbors=self.n_neighbors,
-            affinity=p.affinity,
-            device=dev,
-            seed=p.seed,
-        )
+        W = self._attraction(p, Yn, Wpos)
         n = W.shape[0]
         if Wneg is None and p.repulsion == "distance":
             if Yn is None:
@@ -298,7 +291,7 @@ class ElasticEmbedding:
             raise ValueError(f"the objective at init is {E}: the starting coordinates are too large")
         self._iterate(p, prob, solve, X, E, G, t0, W, wneg)
         self.Wpos_ = sp.csr_matrix(W) if sp.issparse(W) else W
-        write_back(adata, key_added, self.embedding_)
+        write_back(Y, key_added, self.embedding_)
         return self
 
     def _iterate(self, p, prob, solve, X, E, G, t0, W, wneg) -> None:
