@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ._validation import as_float_matrix as _as_float_matrix
 from ._validation import check_int as _check_int
 from ._validation import check_seed as _check_seed
 
@@ -12,24 +13,18 @@ __all__ = ["evaluate_ari", "leiden_labels", "knn_preservation", "knn_preservatio
 
 
 def _as_2d_array(x, name: str) -> np.ndarray:
-    try:
-        import torch
+    """A finite, real 2-D float64 array (cells x dimensions) from numpy, scipy.sparse or torch."""
+    return _as_float_matrix(x, name, what="(cells x dimensions)").astype(np.float64, copy=False)
 
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(x, "toarray"):
-        x = x.toarray()
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (cells x dimensions), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+
+def _pair(X_high, X_low) -> tuple[np.ndarray, np.ndarray]:
+    """The two representations of the same cells, checked (one row per cell in both)."""
+    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
+    if hi.shape[0] != lo.shape[0]:
+        raise ValueError(
+            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
+        )
+    return hi, lo
 
 
 def leiden_labels(embedding, *, resolution: float = 0.15, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
@@ -115,11 +110,7 @@ def knn_preservation(X_high, X_low, *, k: int = 10) -> float:
 
     ``(1/N) Σ_n |kNN_high(n) ∩ kNN_low(n)| / k``; 1 = every neighbourhood preserved.
     """
-    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
-    if hi.shape[0] != lo.shape[0]:
-        raise ValueError(
-            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
-        )
+    hi, lo = _pair(X_high, X_low)
     k = _check_int(k, "k")
     if not 1 <= k < hi.shape[0]:
         raise ValueError(f"k must be in [1, n_cells - 1], got {k}")
@@ -139,11 +130,7 @@ def knn_preservation_at_size(
     from ``index`` (default: all rows) with ``numpy.random.default_rng(seed)`` and scores each one.
     When ``size`` equals the number of candidate cells, the one possible subset is scored (standard deviation 0).
     """
-    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
-    if hi.shape[0] != lo.shape[0]:
-        raise ValueError(
-            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
-        )
+    hi, lo = _pair(X_high, X_low)
     idx = np.arange(hi.shape[0]) if index is None else _check_index(index, hi.shape[0])
     k, size = _check_int(k, "k", minimum=1), _check_int(size, "size")
     n_draws, seed = _check_int(n_draws, "n_draws", minimum=1), _check_seed(seed)
@@ -184,11 +171,7 @@ def trustworthiness(X_high, X_low, *, k: int = 10) -> float:
     """Trustworthiness of an embedding (:func:`sklearn.manifold.trustworthiness`), in [0, 1]."""
     from sklearn.manifold import trustworthiness as _tw
 
-    hi, lo = _as_2d_array(X_high, "X_high"), _as_2d_array(X_low, "X_low")
-    if hi.shape[0] != lo.shape[0]:
-        raise ValueError(
-            f"X_high and X_low must have the same number of rows ({hi.shape[0]} vs {lo.shape[0]})"
-        )
+    hi, lo = _pair(X_high, X_low)
     k = _check_int(k, "k")
     if not 1 <= k < hi.shape[0] / 2:
         raise ValueError(f"k must be in [1, n_cells / 2), got {k}")
