@@ -16,34 +16,16 @@ from __future__ import annotations
 
 import warnings
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.optimize
 import scipy.special as sps
 
 from benchmarks._harness import Case
+from benchmarks._synthetic import nb_regression
 
 NB_FORMULA = {"mean": "~ m0 + m1 - 1", "dispersion": "~ d0 + d1 - 1"}
 ZINB_FORMULA = dict(NB_FORMULA, zero_inflation="~ z0 + z1 - 1")
-
-
-def _simulate(n, g, *, seed=0, zero_inflation=False):
-    rng = np.random.default_rng(seed)
-    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
-    B, D = rng.normal(size=(2, g)), rng.normal(size=(2, g))
-    mu, r = np.exp(X1 @ B), np.exp(X2 @ D)
-    Y = rng.negative_binomial(r, r / (r + mu))
-    cols = {"m0": X1[:, 0], "m1": X1[:, 1], "d0": X2[:, 0], "d1": X2[:, 1]}
-    truth = {"mean": B, "dispersion": D}
-    if zero_inflation:
-        X3, Z = rng.normal(size=(n, 2)), rng.normal(size=(2, g))
-        Y = Y * (rng.random((n, g)) >= sps.expit(X3 @ Z))
-        cols.update(z0=X3[:, 0], z1=X3[:, 1])
-        truth["zero_inflation"] = Z
-    obs = pd.DataFrame(cols, index=[f"cell{i}" for i in range(n)])
-    var = pd.DataFrame(index=[f"gene{j}" for j in range(g)])
-    return ad.AnnData(X=Y.astype(np.float32), obs=obs, var=var), truth
 
 
 def _design(formula: str, obs: pd.DataFrame) -> np.ndarray:
@@ -126,7 +108,7 @@ def _errors(truth):
 
 def cases(quick: bool):
     n, g = (400, 10) if quick else (1000, 20)
-    adata, truth = _simulate(n, g, seed=0)
+    adata, truth = nb_regression(n, g, seed=0)
     X1, X2 = _design(NB_FORMULA["mean"], adata.obs), _design(NB_FORMULA["dispersion"], adata.obs)
     Y = np.asarray(adata.X, dtype=float)
     mle = scipy_nb_mle(Y, X1, X2)
@@ -213,7 +195,7 @@ def cases(quick: bool):
 
     # ZINB at 50,000 cells
     nz = 5000 if quick else 50000
-    zdata, ztruth = _simulate(nz, 20, seed=1, zero_inflation=True)
+    zdata, ztruth = nb_regression(nz, 20, seed=1, zero_inflation=True)
     ref = _scdesigner(zdata, ZINB_FORMULA, zero_inflation=True)
     yield Case(
         f"zinb_sim_{nz}x20",

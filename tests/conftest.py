@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks._synthetic import nb_regression as _nb_regression
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -60,34 +62,6 @@ def _blobs(n_per: int = 80, n_types: int = 4, dim: int = 10, sep: float = 8.0, s
     centres = rng.normal(size=(n_types, dim)) * sep
     Y = np.concatenate([c + rng.normal(size=(n_per, dim)) for c in centres])
     return Y, np.repeat(np.arange(n_types), n_per)
-
-
-def _nb_regression(n: int, g: int, *, seed: int, zero_inflation: bool = False):
-    """Counts from a known NB (or ZINB) regression: log mu = X1 B, log r = X2 D (logit pi = X3 Z); (AnnData, truth).
-
-    Covariates ``m0, m1`` (mean), ``d0, d1`` (dispersion) and ``z0, z1`` (zero inflation) are in ``obs``; ``truth``
-    holds the coefficient matrices (covariates x genes) under the simulators' part names.
-    """
-    import anndata as ad
-    import pandas as pd
-    import scipy.special as sps
-
-    rng = np.random.default_rng(seed)
-    X1, X2 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
-    B, D = rng.normal(size=(2, g)), rng.normal(size=(2, g))
-    mu, r = np.exp(X1 @ B), np.exp(X2 @ D)
-    Y = rng.negative_binomial(r, r / (r + mu))
-    cols = {"m0": X1[:, 0], "m1": X1[:, 1], "d0": X2[:, 0], "d1": X2[:, 1]}
-    truth = {"mean": B, "dispersion": D}
-    if zero_inflation:
-        X3, Z = rng.normal(size=(n, 2)), rng.normal(size=(2, g))
-        pi = sps.expit(X3 @ Z)
-        Y = Y * (rng.random((n, g)) >= pi)
-        cols.update(z0=X3[:, 0], z1=X3[:, 1])
-        truth["zero_inflation"] = Z
-    obs = pd.DataFrame(cols, index=[f"cell{i}" for i in range(n)])
-    adata = ad.AnnData(X=Y.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(g)]))
-    return adata, truth
 
 
 @pytest.fixture(scope="session")
