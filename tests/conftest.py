@@ -64,6 +64,21 @@ def _blobs(n_per: int = 80, n_types: int = 4, dim: int = 10, sep: float = 8.0, s
     return Y, np.repeat(np.arange(n_types), n_per)
 
 
+def _assert_clear_error(call, errors, pattern: str) -> None:
+    """``call()`` raises one of ``errors`` and the message contains ``pattern`` (case-insensitive)."""
+    with pytest.raises(errors) as err:
+        call()
+    assert pattern.lower() in str(err.value).lower(), (
+        f"unhelpful message: {type(err.value).__name__}: {err.value}"
+    )
+
+
+@pytest.fixture(scope="session")
+def assert_clear_error():
+    """The probes' check: the right exception type and a message naming the argument (tests/test_probes*.py)."""
+    return _assert_clear_error
+
+
 @pytest.fixture(scope="session")
 def make_blobs():
     """The blobs generator, for tests that need other sizes than ``blobs``."""
