@@ -16,7 +16,7 @@ import torch
 from .._device import get_device
 from .._validation import check_finite, check_float, check_int, check_labels, check_seed
 from ._model import ETM, Device, _check_model, _data_for, _names, _theta, prepare
-from ._train import restart_seeds, train_etm
+from ._train import _restart_init, restart_seeds, train_etm
 
 __all__ = [
     "ari_over_seeds",
@@ -253,7 +253,8 @@ def ari_over_seeds(
 
     For each seed: :class:`ETM` (``seed``) → :func:`train_etm` (``seed``, ``epochs``, ``options``) →
     :func:`sccourse.metrics.evaluate_ari` of ``θ`` and of ``μ`` at ``resolution``. With ``n_init`` > 1 each seed
-    trains ``n_init`` models (:func:`restart_seeds`) and keeps the one with the best final ELBO
+    trains ``n_init`` models (:func:`restart_seeds`; as in :func:`fit_etm`, restarts after the first start
+    their topics at k-means centroids of the cells) and keeps the one with the best final ELBO
     (:func:`final_neg_elbo`), so the spread over seeds shows what restarts buy.
 
     Parameters
@@ -297,7 +298,7 @@ def ari_over_seeds(
     rows = []
     for s in seeds:
         best, spent = None, 0.0
-        for r in restart_seeds(s, n_init):
+        for i, r in enumerate(restart_seeds(s, n_init)):
             model = ETM(
                 data.n_genes,
                 n_topics,
@@ -306,6 +307,7 @@ def ari_over_seeds(
                 seed=r,
                 **model_opts,
             )
+            _restart_init(model, data, i, r)
             hist = train_etm(model, data, epochs=epochs, device=dev, seed=r, progress=progress, **train_opts)
             spent += float(hist["time_s"].iloc[-1])
             score = final_neg_elbo(model, data)
