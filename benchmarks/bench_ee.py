@@ -70,6 +70,22 @@ def _label_accuracy(X, labels, k=10):
     return float(cross_val_score(KNeighborsClassifier(k), X, labels, cv=5).mean())
 
 
+def _objective_and_accuracy(X_ours, X_ref, Wp, Wn, labels) -> dict:
+    """EE objective (λ = LAM) and 10-NN label accuracy of our map and, when there is one, the reference's."""
+    from sccourse import ee
+
+    q = {
+        "objective_ours": ee.ee_objective(X_ours, Wp, LAM, Wneg=Wn, device="cpu"),
+        "acc10_ours": _label_accuracy(X_ours, labels),
+    }
+    if X_ref is not None:
+        q.update(
+            objective_ref=ee.ee_objective(X_ref, Wp, LAM, Wneg=Wn, device="cpu"),
+            acc10_ref=_label_accuracy(X_ref, labels),
+        )
+    return q
+
+
 def _ee_case(quick: bool) -> Case:
     import torch
 
@@ -112,16 +128,7 @@ def _ee_case(quick: bool) -> Case:
         return m.embedding_
 
     def quality(X_ours, X_ref):
-        q = {
-            "objective_ours": ee.ee_objective(X_ours, Wp, LAM, Wneg=Wn, device="cpu"),
-            "acc10_ours": _label_accuracy(X_ours, labels),
-        }
-        if X_ref is not None:
-            q.update(
-                objective_ref=ee.ee_objective(X_ref, Wp, LAM, Wneg=Wn, device="cpu"),
-                acc10_ref=_label_accuracy(X_ref, labels),
-            )
-        return q
+        return _objective_and_accuracy(X_ours, X_ref, Wp, Wn, labels)
 
     return Case(
         name=f"EE to neuralee's {maxit}-iteration objective, PBMC 3k ({Y.shape[0]} cells, 50 PCs, "
@@ -180,16 +187,7 @@ def _fine_tune_case(quick: bool) -> Case:
         if Wp_dense is None:
             Wp_dense = ee.entropic_affinities(Y, PERPLEXITY, n_neighbors="all", device="cpu").toarray()
         wneg = Wn if Wn is not None else ee.repulsive_weights(Y, kind="distance", device="cpu")
-        q = {
-            "objective_ours": ee.ee_objective(X_ours, Wp_dense, LAM, Wneg=wneg, device="cpu"),
-            "acc10_ours": _label_accuracy(X_ours, labels),
-        }
-        if X_ref is not None:
-            q.update(
-                objective_ref=ee.ee_objective(X_ref, Wp_dense, LAM, Wneg=wneg, device="cpu"),
-                acc10_ref=_label_accuracy(X_ref, labels),
-            )
-        return q
+        return _objective_and_accuracy(X_ours, X_ref, Wp_dense, wneg, labels)
 
     return Case(
         name=f"NeuralEE full batch, {epochs} epochs, synthetic {n} cells x 50 PCs (objective on neuralee's "

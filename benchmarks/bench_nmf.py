@@ -53,6 +53,12 @@ def _objective(Xc: np.ndarray, W_genes: np.ndarray, H_cells: np.ndarray, loss: s
     return float((np.sum(Xc[pos] * np.log(Xc[pos] / WHs[pos])) - Xc.sum() + WH.sum()) / Xc.size)
 
 
+def _against_reference(Xc: np.ndarray, out, ref, loss: str) -> dict:
+    """Both factorisations' objectives on ``Xc`` and their relative difference."""
+    o, rr = _objective(Xc, out[0], out[1], loss), _objective(Xc, ref[0], ref[1], loss)
+    return {"objective_ours": o, "objective_ref": rr, "rel_objective_diff": (o - rr) / abs(rr)}
+
+
 def cases(quick: bool):
     import torch
     from sklearn.decomposition import NMF
@@ -190,8 +196,7 @@ def fair_cases(quick: bool):
             return r.W, r.H
 
         def q(out, r, loss=loss):
-            o, rr = _objective(Xc, out[0], out[1], loss), _objective(Xc, r[0], r[1], loss)
-            return {"objective_ours": o, "objective_ref": rr, "rel_objective_diff": (o - rr) / abs(rr)}
+            return _against_reference(Xc, out, r, loss)
 
         yield Case(
             name=f"nmf-{loss} mu, sklearn on the same sparse f32 input ({shape}, {n_iter} it)",
@@ -302,13 +307,7 @@ def fair_cases(quick: bool):
 
         def q(out, r, loss=loss):
             X64 = Xd.astype(np.float64)
-            o, rr = _objective(X64, out[0], out[1], loss), _objective(X64, r[0], r[1], loss)
-            return {
-                "nonzero_fraction": float((Xd > 0).mean()),
-                "objective_ours": o,
-                "objective_ref": rr,
-                "rel_objective_diff": (o - rr) / abs(rr),
-            }
+            return {"nonzero_fraction": float((Xd > 0).mean()), **_against_reference(X64, out, r, loss)}
 
         yield Case(
             name=f"nmf-{loss} mu on a dense count matrix ({Xd.shape[0]} x {Xd.shape[1]}, f32, {n_iter} it)",
