@@ -302,7 +302,8 @@ def test_upstream_geo_csv_is_parsed(http_root, tmp_path, monkeypatch):
     np.testing.assert_array_equal(a.X.toarray(), counts.to_numpy())
 
 
-def test_unreachable_upstream_says_how_to_set_the_mirror(tmp_path, monkeypatch):
+def _unreachable_mouse2(tmp_path, monkeypatch):
+    """A registry whose baron_mouse2 points at a closed port, no mirror and an empty cache."""
     _registry_with(
         tmp_path,
         monkeypatch,
@@ -313,21 +314,16 @@ def test_unreachable_upstream_says_how_to_set_the_mirror(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
     monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
+
+
+def test_unreachable_upstream_says_how_to_set_the_mirror(tmp_path, monkeypatch):
+    _unreachable_mouse2(tmp_path, monkeypatch)
     with pytest.raises(datasets.DataUnavailableError, match="SCCOURSE_DATA_MIRROR"):
         datasets.baron_mouse_pancreas(mice="mouse2", require_all=True)
 
 
 def test_failed_download_is_tried_once_per_process(tmp_path, monkeypatch):
-    _registry_with(
-        tmp_path,
-        monkeypatch,
-        "baron_mouse2",
-        "http://127.0.0.1:9/absent.csv.gz",
-        {"shape": [1, 1]},
-        "baron_csv",
-    )
-    monkeypatch.setenv("SCCOURSE_DATA_MIRROR", str(tmp_path / "no-mirror"))
-    monkeypatch.setenv("SCCOURSE_DATA_DIR", str(tmp_path / "cache"))
+    _unreachable_mouse2(tmp_path, monkeypatch)
     monkeypatch.setattr(_store, "_UNREACHABLE", {})
     calls = []
     real = _store._download
