@@ -552,7 +552,9 @@ def test_zero_count_cells_are_handled():
 # --------------------------------------------------------------------------------------
 # batches: labels matched by name
 # --------------------------------------------------------------------------------------
-def _two_lane_fit():
+@pytest.fixture(scope="module")
+def two_lane_fit():
+    """A model fitted on two lanes (shared by the tests below, which only read it)."""
     adata = datasets.synthetic(n_cells=120, n_genes=30, n_types=2, seed=5)
     adata.obs["lane"] = np.where(np.arange(120) % 3 == 0, "lane2", "lane1")
     model, _ = etm.fit_etm(
@@ -561,10 +563,10 @@ def _two_lane_fit():
     return adata, model
 
 
-def test_model_keeps_its_batch_labels_and_takes_cells_of_one_batch():
+def test_model_keeps_its_batch_labels_and_takes_cells_of_one_batch(two_lane_fit):
     """A model trained on two lanes scores the cells of one lane: θ as for those rows of the full data, and the
     per-cell ELBO terms (independent per cell in evaluation mode) of the two lanes add up to the full data's."""
-    adata, model = _two_lane_fit()
+    adata, model = two_lane_fit
     assert model.batch_categories_ == ("lane1", "lane2")
     np.testing.assert_array_equal(adata.uns["etm"]["batch_categories"], ["lane1", "lane2"])
     full = etm.get_theta(model, adata, batch_key="lane")
@@ -581,8 +583,8 @@ def test_model_keeps_its_batch_labels_and_takes_cells_of_one_batch():
     np.testing.assert_allclose(sum(parts), total, rtol=1e-5)
 
 
-def test_unknown_batch_label_is_refused():
-    adata, model = _two_lane_fit()
+def test_unknown_batch_label_is_refused(two_lane_fit):
+    adata, model = two_lane_fit
     renamed = np.where(adata.obs["lane"] == "lane2", "lane3", "lane1")  # two labels, one never seen
     with pytest.raises(ValueError, match=r"lane3.*lane1.*lane2"):
         etm.get_theta(model, adata.X, batch=renamed)
@@ -590,11 +592,11 @@ def test_unknown_batch_label_is_refused():
         etm.get_theta(model, adata.X)  # no batch at all
 
 
-def test_batch_labels_survive_a_saved_and_reloaded_state_dict(tmp_path):
+def test_batch_labels_survive_a_saved_and_reloaded_state_dict(two_lane_fit, tmp_path):
     """torch.save(model.state_dict()) then torch.load(weights_only=True) into a fresh ETM: the batch labels come
     back (get_extra_state), so cells of one lane get the trained model's θ and a label never seen is refused
     by name, as before saving (a fresh model alone knows no labels and takes neither)."""
-    adata, model = _two_lane_fit()
+    adata, model = two_lane_fit
     path = tmp_path / "etm.pt"
     torch.save(model.state_dict(), path)
     fresh = etm.ETM(adata.n_vars, 2, emb_dim=6, hidden=12, n_batches=2, seed=99)
@@ -872,6 +874,7 @@ def test_topic_clustermap_and_tsne_pair():
         plotting.tsne_side_by_side({"one": theta, "two": theta[:10]}, labels)
 
 
+@pytest.mark.slow  # the first Leiden clustering in a process compiles umap's numba kernels (~5-12 s)
 def test_ari_over_seeds_finds_planted_cell_types():
     adata = datasets.synthetic(n_cells=240, n_genes=80, n_types=3, n_markers=12, fold_change=8.0, seed=1)
     labels = adata.obs["cell_type"].to_numpy()
