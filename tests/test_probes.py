@@ -308,8 +308,8 @@ PROBES = [
     (
         "train_denoiser with the bare NoiseProcess",
         lambda: manifold.train_denoiser(torch.ones(20, 3), manifold.NoiseProcess(), epochs=1, device="cpu"),
-        NotImplementedError,
-        "NoiseProcess",
+        TypeError,
+        "noise must be",
     ),
     ("denoise not a module", lambda: manifold.denoise(lambda x: x, np.ones((3, 5))), T, "model"),
     (

@@ -264,10 +264,13 @@ def train_denoiser(
         The trained model (eval mode, ``model.genes`` = columns used) and the history with columns
         ``epoch``, ``train_loss``, ``val_loss`` (MSE).
     """
-    if not callable(getattr(noise, "sample", None)):
+    if (
+        not callable(getattr(noise, "sample", None))
+        or getattr(type(noise), "sample", None) is NoiseProcess.sample
+    ):
         raise TypeError(
             "noise must be a NoiseProcess (GaussianNoise, ManifoldHeat) or another object with a "
-            f"sample(X) method, got {type(noise).__name__}"
+            f"sample(X) method (NoiseProcess itself is only the interface), got {type(noise).__name__}"
         )
     seed = _check_training(epochs, batch_size, lr, weight_decay, val_fraction, seed, hidden)
     heat = noise if isinstance(noise, ManifoldHeat) else None
