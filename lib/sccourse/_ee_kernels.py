@@ -47,15 +47,30 @@ def knn_exact(
     return idx, exact_sqdist(Y, idx)
 
 
-def exact_sqdist(Y: torch.Tensor, idx: torch.Tensor, *, chunk: int = 65536) -> torch.Tensor:
-    """``‖y_n − y_idx[n, j]‖²`` in float64 for every (n, j)."""
+def exact_sqdist(Y: torch.Tensor, idx: torch.Tensor, *, chunk: int | None = None) -> torch.Tensor:
+    """``‖y_n − y_idx[n, j]‖²`` in float64 for every (n, j), from the differences (no cancellation).
+
+    Rows go by chunks whose gathered neighbours (``chunk × k × d`` numbers) fill one buffer, reused for every
+    chunk, in which the differences are squared in place: no temporary of N × k × d numbers. On the CPU the
+    buffer is 8 cache tiles (24 MiB): at 100,000 cells × 90 neighbours × 20 PCs, 2.1 s on one thread against
+    3.7 s for whole 65,536-row blocks; one-tile chunks are as fast on one thread but up to 4x slower on two
+    on a busy machine (each small parallel step waits for both threads).
+    """
     n, k = idx.shape
+    Y64 = Y.to(torch.float64)
+    d = Y64.shape[1]
     out = torch.empty((n, k), dtype=torch.float64, device=Y.device)
+    if chunk is None:
+        budget = 8 * _CPU_TILE_BYTES if Y.device.type == "cpu" else 2**28
+        chunk = max(1, budget // (8 * max(k * d, 1)))
+    buf = torch.empty((min(chunk, n) * k, d), dtype=torch.float64, device=Y.device)
     for i0 in range(0, n, chunk):
         i1 = min(n, i0 + chunk)
-        a = Y[i0:i1].to(torch.float64)
-        b = Y[idx[i0:i1]].to(torch.float64)
-        out[i0:i1] = ((b - a[:, None, :]) ** 2).sum(-1)
+        b = buf[: (i1 - i0) * k]
+        torch.index_select(Y64, 0, idx[i0:i1].reshape(-1), out=b)
+        b3 = b.view(i1 - i0, k, d)
+        b3.sub_(Y64[i0:i1, None, :]).square_()
+        torch.sum(b3, dim=2, out=out[i0:i1])
     return out
 
 
@@ -106,26 +121,52 @@ def calibrate(
     ``method="x2p"``: bisection on β (doubling/halving until the root is bracketed).
     Returns ``(P, beta, converged)`` with P row-stochastic (same shape as D2).
     """
+    P, beta, converged, _ = _calibrate(D2, perplexity, method=method, tol=tol, max_iter=max_iter)
+    return P, beta, converged
+
+
+# log β stays within ±this: exp(700) ≈ 1e304 is finite, so β · 0 = 0 and no NaN appears in the limit β → ∞
+_LOG_BETA_MAX = 700.0
+# first β = this / (squared distance to the ⌈perplexity⌉-th neighbour)
+_BETA0_SCALE = 3.0
+# rows are iterated in place (no gathering) while at least this fraction of them is still active
+_GATHER_BELOW = 0.5
+
+
+def _calibrate(D2: torch.Tensor, perplexity: float, *, method: str, tol: float, max_iter: int):
+    """:func:`calibrate` and the number of iterations it took (for tests and benchmarks).
+
+    The first β is ``3 / d_j``, with ``d_j`` a row's (shifted) squared distance to its ⌈perplexity⌉-th
+    neighbour: ``p`` then falls by e³ at the neighbour that the perplexity counts to, close to the root
+    (6 iterations on 100,000 cells at perplexity 30, where ``1 / mean`` and Newton without the rule below took 54).
+    A Newton step is taken only inside the bracket and only while it at least halves the previous step
+    (rtsafe's rule; without it Newton can cycle in the bracket), otherwise the bracket is bisected, or
+    widened by a factor 2 until it holds the root. A row whose distribution already sits on its tied
+    nearest neighbours (zero variance) with too high an entropy cannot go lower: it stops there, at the
+    limit β → ∞ (more tied neighbours than the perplexity, e.g. duplicated cells), not converged.
+    """
     target = math.log(perplexity)
     D = D2 - D2.min(dim=1, keepdim=True).values  # p is unchanged by a per-row shift; avoids overflow
-    n = D.shape[0]
-    mean = D.mean(1)
-    beta = torch.where(mean > 0, 1.0 / mean.clamp_min(1e-300), torch.ones_like(mean))
+    n, k = D.shape
+    j = min(k, max(1, math.ceil(perplexity)))
+    dj = torch.kthvalue(D, j, dim=1).values if n else D.new_zeros(0)
+    logb = torch.where(dj > 0, math.log(_BETA0_SCALE) - torch.log(dj.clamp_min(1e-300)), torch.zeros_like(dj))
     lo = torch.full((n,), -math.inf, dtype=D.dtype, device=D.device)  # bracket on log β
     hi = torch.full((n,), math.inf, dtype=D.dtype, device=D.device)
-    logb = torch.log(beta)
-    # only the rows not yet converged are iterated on: a few rows (near-duplicate cells, whose distances
-    # differ in the last digits) can need a hundred halvings, and the other rows' results stay as they were
-    active = torch.arange(n, device=D.device)
-    for _ in range(max_iter):
-        if active.numel() == 0:
-            break
-        Da, lb, lo_a, hi_a = D[active], logb[active], lo[active], hi[active]
+    step = torch.full((n,), math.inf, dtype=D.dtype, device=D.device)  # |previous step| in log β
+    active = None  # None: every row, iterated in place; else the indices of the rows still iterated
+    n_iter = 0
+    while n_iter < max_iter:
+        n_iter += 1
+        if active is None:
+            Da, lb, lo_a, hi_a, st_a = D, logb, lo, hi, step
+        else:
+            Da, lb, lo_a, hi_a, st_a = D[active], logb[active], lo[active], hi[active], step[active]
         beta = torch.exp(lb)
         H, _, _, var = _entropy_stats(Da, beta)
         diff = H - target
-        done = diff.abs() < tol
         too_flat = diff > 0  # entropy too high -> β must grow
+        done = (diff.abs() < tol) | (too_flat & (var <= 0))
         lo_a = torch.where(too_flat, lb, lo_a)
         hi_a = torch.where(too_flat, hi_a, lb)
         both = torch.isfinite(lo_a) & torch.isfinite(hi_a)
@@ -133,24 +174,31 @@ def calibrate(
             slope = -(beta * beta) * var  # dH / d log β
             cand = lb - diff / slope
             ok = torch.isfinite(cand) & (slope < 0) & (cand > lo_a) & (cand < hi_a)
+            ok &= (cand - lb).abs() <= 0.5 * st_a
+            mid = (lo_a + hi_a) / 2  # geometric bisection (in log β)
         else:
             cand = lb
             ok = torch.zeros_like(done)
-        # bisection: arithmetic midpoint in β for x2p, geometric (log-space) for the EA safeguard
-        if method == "x2p":
-            mid = torch.log((torch.exp(lo_a) + torch.exp(hi_a)) / 2)
-        else:
-            mid = (lo_a + hi_a) / 2
+            mid = torch.log((torch.exp(lo_a) + torch.exp(hi_a)) / 2)  # x2p: arithmetic bisection in β
         expand = torch.where(too_flat, lb + math.log(2.0), lb - math.log(2.0))
-        fallback = torch.where(both, mid, expand)
-        new = torch.where(ok, cand, fallback)
-        keep = ~done
-        rows = active[keep]
-        logb[rows], lo[rows], hi[rows] = new[keep], lo_a[keep], hi_a[keep]
-        active = rows
+        new = torch.where(ok, cand, torch.where(both, mid, expand)).clamp_(-_LOG_BETA_MAX, _LOG_BETA_MAX)
+        new = torch.where(done, lb, new)
+        st_a = (new - lb).abs()
+        if active is None:
+            logb, lo, hi, step = new, lo_a, hi_a, st_a
+            left = (~done).nonzero().squeeze(1)
+            if left.numel() == 0 or left.numel() < _GATHER_BELOW * n:
+                active = left
+        else:
+            keep = ~done
+            rows = active[keep]
+            logb[rows], lo[rows], hi[rows], step[rows] = new[keep], lo_a[keep], hi_a[keep], st_a[keep]
+            active = rows
+        if active is not None and active.numel() == 0:
+            break
     beta = torch.exp(logb)
     H, p, _, _ = _entropy_stats(D, beta)
-    return p, beta, (H - target).abs() < max(tol, 1e-9) * 10
+    return p, beta, (H - target).abs() < max(tol, 1e-9) * 10, n_iter
 
 
 def symmetrise(idx: np.ndarray, P: np.ndarray, n: int) -> sp.csr_matrix:

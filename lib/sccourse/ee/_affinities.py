@@ -35,8 +35,9 @@ def entropic_affinities(
     For each cell ``n`` the precision β_n of ``p(m|n) ∝ exp(−β_n ‖y_n − y_m‖²)`` (over its neighbours m)
     is set so that the entropy ``H_n = −Σ_m p(m|n) log p(m|n)`` equals ``log(perplexity)``;
     then ``W⁺ = (P + Pᵀ) / (2N)``. A cell whose nearest distance is shared by more than ``perplexity``
-    neighbours (duplicated cells) cannot reach that entropy: it keeps the limit β_n → ∞ (``p`` uniform over
-    the tied neighbours) and ``converged`` False in the info.
+    neighbours (duplicated cells) cannot reach that entropy: it gets the limit β_n → ∞ (``p`` uniform over
+    the tied neighbours; β_n is the finite value where the other neighbours' weights underflow to 0) and
+    ``converged`` False in the info.
 
     Parameters
     ----------
@@ -102,13 +103,15 @@ def entropic_affinities(
     else:
         use_exact = knn == "exact" or (knn == "auto" and (dev.type == "cuda" or n <= _EXACT_KNN_MAX_CPU))
         if use_exact:
-            idx, d2 = K.knn_exact(Yt.to(torch.float32) if dev.type == "cuda" else Yt, k)
-            d2 = K.exact_sqdist(Yt, idx)
+            Yk = Yt.to(torch.float32) if dev.type == "cuda" else Yt
+            idx, d2 = K.knn_exact(Yk, k)
+            if Yk is not Yt:  # the neighbours were found in float32: their distances again from the data
+                d2 = K.exact_sqdist(Yt, idx)
         else:
             idx = torch.as_tensor(K.knn_nndescent(Yn, k, seed=seed), device=dev)
             d2 = K.exact_sqdist(Yt, idx)
-    # calibrate in chunks of rows so that temporaries stay small
-    chunk = max(1, int(2**23 // k))
+    # calibrate in chunks of rows whose temporaries stay cache-sized on the CPU (3x faster than 64 MiB chunks)
+    chunk = max(1, (K._CPU_TILE_BYTES if dev.type == "cpu" else 2**26) // (8 * k))
     P = torch.empty_like(d2)
     beta = torch.empty(n, dtype=torch.float64, device=dev)
     conv = torch.empty(n, dtype=torch.bool, device=dev)
