@@ -6,8 +6,8 @@
 - skips those already graded whose files have not changed since (the state lives in ``grading/<NAME>/state.json``),
   so a run that crashed or was interrupted resumes where it stopped;
 - sends each remaining submission to a Dask worker: the worker builds a private copy of the course (configuration,
-  the assignment's source, a scratch copy of the gradebook, the submission), runs ``nbgrader autograde`` there (the
-  sandboxed kernel of :mod:`sccourse.grading._sandbox`) and returns the autograded notebook, its scores and flags;
+  the assignment's source, a scratch copy of the gradebook, the submission), runs nbgrader's autograde there, in the
+  worker's own process (the sandboxed kernel of :mod:`sccourse.grading._sandbox`) and returns the autograded notebook, its scores and flags;
 - only this process (the coordinator) writes the course: the autograded notebook, the JSON report and the grades in
   the course gradebook, in one transaction per submission, so no worker can corrupt it;
 - a task whose worker dies is retried once; a submission that still fails is reported with the reason and the
@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +109,54 @@ class Task:
     env: dict[str, str] = field(default_factory=dict)
 
 
+_KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SCCOURSE_GRADING_MODE")
+
+
+def _autograde_here(root: Path, db: str, task: Task) -> dict:
+    """``nbgrader autograde NAME --student S --create --force`` on the private course at ``root``, run in this
+    process (a worker imports nbgrader, nbformat and the grading preprocessors once, not once per submission).
+
+    Returns nbgrader's ``capture_log`` result: ``success``, ``log`` and, on failure, ``error``.
+    """
+    from nbgrader.converters import Autograde
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import capture_log
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    over = Config()
+    over.CourseDirectory.root = str(root)
+    over.CourseDirectory.db_url = db
+    over.CourseDirectory.source_directory = "solutions"
+    over.CourseDirectory.submitted_directory = "submitted"
+    over.CourseDirectory.autograded_directory = "autograded"
+    over.CourseDirectory.course_id = task.course_id
+    over.CourseDirectory.assignment_id = task.name
+    over.CourseDirectory.student_id = task.student
+    over.SandboxedExecute.grading_mode = task.mode
+    over.SandboxedExecute.sandbox = bool(task.sandbox)
+    if task.timeout:
+        over.Execute.timeout = int(task.timeout)
+    config.merge(over)
+    # each kernel computes on one thread (one worker per core); the kernel takes these from this environment
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env.update(SCCOURSE_GRADING_MODE=task.mode, **task.env)
+    saved = {k: os.environ.get(k) for k in set(env) | set(_KERNEL_ENV)}
+    os.environ.update(env)
+    try:
+        app = Autograde(coursedir=CourseDirectory(config=config), config=config)
+        app.force = True
+        app.create_student = True
+        return capture_log(app)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def grade_one(task: Task) -> dict:
     """Worker side: grade one submission in a private copy of the course; returns notebooks, scores and flags."""
     t0 = time.perf_counter()
@@ -126,41 +173,12 @@ def grade_one(task: Task) -> dict:
             p.write_bytes(data)
         (root / "gradebook.db").write_bytes(task.gradebook)
         db = f"sqlite:///{root / 'gradebook.db'}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "nbgrader",
-            "autograde",
-            task.name,
-            "--student",
-            task.student,
-            "--create",
-            "--force",
-            f"--CourseDirectory.root={root}",
-            f"--CourseDirectory.db_url={db}",
-            "--CourseDirectory.source_directory=solutions",
-            "--CourseDirectory.submitted_directory=submitted",
-            "--CourseDirectory.autograded_directory=autograded",
-            f"--CourseDirectory.course_id={task.course_id}",
-            f"--SandboxedExecute.grading_mode={task.mode}",
-            f"--SandboxedExecute.sandbox={'True' if task.sandbox else 'False'}",
-        ]
-        if task.timeout:
-            cmd.append(f"--Execute.timeout={task.timeout}")
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "OPENBLAS_NUM_THREADS": "1",
-            "SCCOURSE_GRADING_MODE": task.mode,
-            **task.env,
-        }
         setup_s = time.perf_counter() - t0
-        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env)
+        result = _autograde_here(root, db, task)
         run_s = time.perf_counter() - t0 - setup_s
-        if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-12:]
+        if not result.get("success"):
+            text = (result.get("log", "") + "\n" + (result.get("error") or "")).strip()
+            tail = text.splitlines()[-12:]
             raise RuntimeError(f"nbgrader autograde failed for {task.student}: " + " | ".join(tail))
         from nbgrader.api import Gradebook
 
