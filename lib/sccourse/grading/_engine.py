@@ -157,6 +157,19 @@ def _autograde_here(root: Path, db: str, task: Task) -> dict:
                 os.environ[k] = v
 
 
+def _failure_reason(result: dict) -> str:
+    """The cause of a failed autograde, from nbgrader's log: the last exception it logged (e.g. ``NotJSONError:
+    Notebook does not appear to be JSON``), else the log's last lines.
+    """
+    import re
+
+    lines = [ln.strip() for ln in result.get("log", "").splitlines() if ln.strip()]
+    causes = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b.*:", ln)]
+    if causes:
+        return causes[-1][:300]
+    return " | ".join((lines or (result.get("error") or "").strip().splitlines())[-6:])[:300]
+
+
 def grade_one(task: Task) -> dict:
     """Worker side: grade one submission in a private copy of the course; returns notebooks, scores and flags."""
     t0 = time.perf_counter()
@@ -177,9 +190,7 @@ def grade_one(task: Task) -> dict:
         result = _autograde_here(root, db, task)
         run_s = time.perf_counter() - t0 - setup_s
         if not result.get("success"):
-            text = (result.get("log", "") + "\n" + (result.get("error") or "")).strip()
-            tail = text.splitlines()[-12:]
-            raise RuntimeError(f"nbgrader autograde failed for {task.student}: " + " | ".join(tail))
+            raise RuntimeError(f"nbgrader autograde failed for {task.student}: {_failure_reason(result)}")
         from nbgrader.api import Gradebook
 
         grades, comments = {}, {}
