@@ -125,11 +125,15 @@ def engine(course: Path, *, scheduler: str | None = None, workers: int = 2) -> t
     os.environ.update(_env())
     try:
         t0 = time.perf_counter()
-        rows = []
-        for name in NAMES:
-            rows += _engine.grade(
-                name, course_root=course, scheduler=scheduler, workers=workers, mode="quick", progress=False
-            )
+        # both assignments in one call, as `sccourse grade 00_orientation 05_nb_simulation`: one cluster, one queue
+        rows = _engine.grade(
+            list(NAMES),
+            course_root=course,
+            scheduler=scheduler,
+            workers=workers,
+            mode="quick",
+            progress=False,
+        )
         return time.perf_counter() - t0, rows
     finally:
         os.environ.clear()

@@ -2,8 +2,9 @@
 
 One run on a 2-worker LocalCluster grades a correct submission (every autograded point), one whose first answer is missing (loses
 that question only) and one whose notebook file is corrupt (reported as failed with nbgrader's reason while the
-others finish); the course gradebook holds the two scores. A second run grades nothing that has not changed; after
-a student's files change, a third run regrades that submission only.
+others finish); the course gradebook holds the two scores. A second run grades nothing that has not changed; a
+third grades two assignments on one cluster (only the new submission); after a student's files change, a fourth
+run regrades that submission only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sccourse.grading import _engine
 from sccourse.grading._sandbox import missing_tools
 
 NAME = "00_orientation"
+OTHER = "05_nb_simulation"
 TIMEOUT = 600  # per cell: the course builder sets 20 s for its hanging submissions, none here
 pytestmark = [
     pytest.mark.skipif(bool(missing_tools()), reason="needs bubblewrap (apt-get install bubblewrap)"),
@@ -23,9 +25,9 @@ pytestmark = [
 ]
 
 
-def _auto_points(course) -> float:
+def _auto_points(course, name=NAME) -> float:
     """Points of the autograded (code) cells of the source; written answers are graded by hand."""
-    nb = nbformat.read(str(course / "solutions" / NAME / f"{NAME}.ipynb"), as_version=4)
+    nb = nbformat.read(str(course / "solutions" / name / f"{name}.ipynb"), as_version=4)
     return float(
         sum(
             c.metadata["nbgrader"].get("points", 0)
@@ -35,13 +37,13 @@ def _auto_points(course) -> float:
     )
 
 
-def _course_scores(course) -> dict[str, float]:
+def _course_scores(course, name=NAME) -> dict[str, float]:
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id="sccourse") as gb:
         return {
             sub.student.id: float(sum((g.auto_score or 0) for nb in sub.notebooks for g in nb.grades))
-            for sub in gb.find_assignment(NAME).submissions
+            for sub in gb.find_assignment(name).submissions
         }
 
 
@@ -83,7 +85,23 @@ def test_engine_grades_in_parallel_reports_failures_and_resumes(tmp_path):
 
     fixed = course / "submitted" / "s00-correct" / NAME / f"{NAME}.ipynb"
     (course / "submitted" / "s01-first-missing" / NAME / f"{NAME}.ipynb").write_bytes(fixed.read_bytes())
-    third = {
+    # two assignments on one cluster: the changed submission of NAME and the first one of the other assignment
+    third = _engine.grade(
+        [NAME, OTHER],
+        course_root=course,
+        workers=2,
+        mode="quick",
+        students=["s00-correct"],
+        timeout=TIMEOUT,
+        progress=False,
+    )
+    assert [(r["assignment"], r["student"], r["status"]) for r in third] == [
+        (NAME, "s00-correct", "unchanged"),
+        (OTHER, "s00-correct", "graded"),
+    ]
+    assert third[1]["score"] == _auto_points(course, OTHER) > 0
+    assert _course_scores(course, OTHER) == {"s00-correct": third[1]["score"]}
+    fourth = {
         r["student"]: r
         for r in _engine.grade(
             NAME,
@@ -95,7 +113,13 @@ def test_engine_grades_in_parallel_reports_failures_and_resumes(tmp_path):
             progress=False,
         )
     }
-    assert third["s00-correct"]["status"] == "unchanged"
-    assert third["s01-first-missing"]["status"] == "graded"
-    assert third["s01-first-missing"]["score"] == correct["score"]
+    assert fourth["s00-correct"]["status"] == "unchanged"
+    assert fourth["s01-first-missing"]["status"] == "graded"
+    assert fourth["s01-first-missing"]["score"] == correct["score"]
     assert _course_scores(course)["s01-first-missing"] == correct["score"]
+
+
+@pytest.mark.parametrize("names", [[], ["00_orientation", "00_orientation"], [""]])
+def test_engine_refuses_an_empty_or_repeated_list_of_assignments(names, tmp_path):
+    with pytest.raises(ValueError, match="assignment"):
+        _engine.grade(names, course_root=tmp_path, progress=False)

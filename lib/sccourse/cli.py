@@ -93,12 +93,12 @@ def main(argv=None) -> int:
     d.add_argument("--verbose", action="store_true")
     g = sub.add_parser(
         "grade",
-        help="grade every collected submission of an assignment in parallel (Dask)",
+        help="grade every collected submission of one or more assignments in parallel (Dask)",
         description="Grade every submission in submitted/<student>/NAME/ in its own sandbox, on a "
-        "local Dask cluster (one worker per core) or an existing one (--scheduler). "
-        "Re-running grades only new or changed submissions.",
+        "local Dask cluster (one worker per core) or an existing one (--scheduler). Several assignments "
+        "share one cluster. Re-running grades only new or changed submissions.",
     )
-    g.add_argument("name", help="assignment name, e.g. 00_orientation")
+    g.add_argument("name", nargs="+", help="assignment name(s), e.g. 00_orientation 05_nb_simulation")
     g.add_argument("--course", default=".", help="course folder holding nbgrader_config.py (default: .)")
     g.add_argument("--scheduler", help="address of an existing Dask scheduler, e.g. tcp://host:8786")
     g.add_argument("--workers", type=int, help="workers of the local cluster (default: one per core)")

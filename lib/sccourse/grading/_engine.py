@@ -1,6 +1,6 @@
 """Class-scale grading on Dask: every collected submission in its own sandbox, in parallel, resumable.
 
-``sccourse grade NAME`` (or ``python3 tasks.py grade NAME``):
+``sccourse grade NAME [NAME ...]`` (or ``python3 tasks.py grade NAME ...``):
 
 - finds the submissions nbgrader collected (``submitted/<student>/<NAME>/``);
 - skips those already graded whose files have not changed since (the state lives in ``grading/<NAME>/state.json``),
@@ -11,7 +11,9 @@
 - only this process (the coordinator) writes the course: the autograded notebook, the JSON report and the grades in
   the course gradebook, in one transaction per submission, so no worker can corrupt it;
 - a task whose worker dies is retried once; a submission that still fails is reported with the reason and the
-  others finish.
+  others finish;
+- several assignments share one cluster and one queue; a worker takes one submission at a time, and submissions
+  graded before go first, longest first, so the run does not end with one worker busy and the others idle.
 
 By default the work runs on a :class:`distributed.LocalCluster` with one single-threaded worker process per core;
 ``--scheduler tcp://host:8786`` uses an existing Dask cluster instead (Slurm through dask-jobqueue, Kubernetes or
@@ -301,8 +303,16 @@ def _client(scheduler: str | None, workers: int | None):
     import dask
     from distributed import Client, LocalCluster
 
-    # a task whose worker dies is tried on one more worker, then reported (not retried forever)
-    dask.config.set({"distributed.scheduler.allowed-failures": 1})
+    dask.config.set(
+        {
+            # a task whose worker dies is tried on one more worker, then reported (not retried forever)
+            "distributed.scheduler.allowed-failures": 1,
+            # a worker holds exactly the submission it grades: the next one goes to whichever worker frees up
+            # first (with Dask's default 1.1 a worker also queues a second one, which can wait behind a long
+            # submission while another worker idles)
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
+    )
     if scheduler:
         return Client(scheduler), None
     n = workers or os.cpu_count() or 1
@@ -312,8 +322,63 @@ def _client(scheduler: str | None, workers: int | None):
     return Client(cluster), cluster
 
 
+def _plan(course: Course, name: str, *, mode, students, force, sandbox, timeout, config) -> tuple[list, list]:
+    """One assignment's rows of unchanged submissions and its tasks ``(state, fingerprint, task, max_score,
+    last_seconds)``.
+    """
+    from nbgrader.api import Gradebook
+
+    source_dir = course.root / course.source / name
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"no source folder {source_dir} for assignment {name!r}")
+    with Gradebook(f"sqlite:///{course.db_path}", course_id=course.course_id) as gb:
+        max_score = gb.find_assignment(name).max_score  # raises MissingEntry with nbgrader's message
+    found = course.submissions(name)
+    if students:
+        missing = sorted(set(students) - set(found))
+        if missing:
+            raise ValueError(f"no collected submission of {name} for {missing}")
+        found = {s: found[s] for s in students}
+    state = State(course, name)
+    source = _files(source_dir)
+    gradebook = course.db_path.read_bytes()
+    rows, todo = [], []
+    for student, folder in found.items():
+        files = _files(folder)
+        fp = digest(files)
+        prev = state.data.get(student, {})
+        if not force and state.done(student, fp):
+            rows.append(
+                dict(
+                    assignment=name,
+                    student=student,
+                    status="unchanged",
+                    score=prev.get("score"),
+                    max_score=max_score,
+                    seconds=0.0,
+                    flags=prev.get("flags", 0),
+                    reason="",
+                )
+            )
+            continue
+        task = Task(
+            name=name,
+            student=student,
+            config=config,
+            source=source,
+            gradebook=gradebook,
+            submission=files,
+            mode=mode,
+            sandbox=sandbox,
+            timeout=timeout,
+            course_id=course.course_id,
+        )
+        todo.append((state, fp, task, max_score, float(prev.get("seconds") or 0.0)))
+    return rows, todo
+
+
 def grade(
-    name: str,
+    name: str | list[str] | tuple[str, ...],
     *,
     course_root: str | Path = ".",
     scheduler: str | None = None,
@@ -325,15 +390,21 @@ def grade(
     timeout: int | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Grade every collected submission of assignment ``name``; returns one row per submission.
+    """Grade every collected submission of assignment ``name`` (or of several assignments, on one cluster);
+    returns one row per submission.
 
-    Rows: ``student``, ``status`` (graded / unchanged / failed), ``score``, ``max_score``, ``seconds``, ``flags``,
-    ``reason`` (for failures).
+    Rows: ``assignment``, ``student``, ``status`` (graded / unchanged / failed), ``score``, ``max_score``,
+    ``seconds``, ``flags``, ``reason`` (for failures). Submissions graded before go first, longest first, so
+    that no long one starts last while the other workers idle.
     """
     from distributed import as_completed
-    from nbgrader.api import Gradebook
     from tqdm.auto import tqdm
 
+    names = [name] if isinstance(name, str) else list(name)
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"name must be an assignment name or a list of them, got {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"an assignment is named twice in {names}")
     course = Course.load(course_root)
     if mode is None:
         from traitlets.config.loader import PyFileConfigLoader
@@ -350,75 +421,46 @@ def grade(
                 f"refusing to grade without the sandbox: {', '.join(missing_tools())} not found "
                 "(apt-get install bubblewrap), or pass --unsandboxed"
             )
-    source_dir = course.root / course.source / name
-    if not source_dir.is_dir():
-        raise FileNotFoundError(f"no source folder {source_dir} for assignment {name!r}")
     if not course.db_path.exists():
         raise FileNotFoundError(f"no gradebook at {course.db_path}: run `python3 tasks.py release` first")
-    with Gradebook(f"sqlite:///{course.db_path}", course_id=course.course_id) as gb:
-        assignment = gb.find_assignment(name)  # raises MissingEntry with nbgrader's message
-        max_score = assignment.max_score
-    found = course.submissions(name)
-    if students:
-        missing = sorted(set(students) - set(found))
-        if missing:
-            raise ValueError(f"no collected submission of {name} for {missing}")
-        found = {s: found[s] for s in students}
-    state = State(course, name)
     config = (course.root / "nbgrader_config.py").read_bytes()
-    source = _files(source_dir)
-    gradebook = course.db_path.read_bytes()
-    rows, todo = [], {}
-    for student, folder in found.items():
-        files = _files(folder)
-        fp = digest(files)
-        if not force and state.done(student, fp):
-            prev = state.data[student]
-            rows.append(
-                dict(
-                    student=student,
-                    status="unchanged",
-                    score=prev.get("score"),
-                    max_score=max_score,
-                    seconds=0.0,
-                    flags=prev.get("flags", 0),
-                    reason="",
-                )
-            )
-            continue
-        todo[student] = (
-            fp,
-            Task(
-                name=name,
-                student=student,
-                config=config,
-                source=source,
-                gradebook=gradebook,
-                submission=files,
-                mode=mode,
-                sandbox=sandbox,
-                timeout=timeout,
-                course_id=course.course_id,
-            ),
+    rows, todo = [], []
+    for n in names:
+        r, t = _plan(
+            course,
+            n,
+            mode=mode,
+            students=students,
+            force=force,
+            sandbox=sandbox,
+            timeout=timeout,
+            config=config,
         )
+        rows += r
+        todo += t
+    # longest known first (Python's sort is stable: unknown durations keep their assignment/student order)
+    todo.sort(key=lambda item: -item[4])
     if todo:
         client, cluster = _client(scheduler, workers)
         try:
-            futures = {
-                client.submit(
-                    grade_one, task, key=f"grade-{name}-{student}-{fp[:12]}", retries=1, pure=False
-                ): student
-                for student, (fp, task) in todo.items()
-            }
-            bar = tqdm(total=len(futures), desc=f"grading {name}", unit="submission", disable=not progress)
+            futures = {}
+            for item in todo:
+                _, fp, task, _, _ = item
+                future = client.submit(
+                    grade_one, task, key=f"grade-{task.name}-{task.student}-{fp[:12]}", retries=1, pure=False
+                )
+                futures[future] = item
+            desc = f"grading {names[0]}" if len(names) == 1 else f"grading {len(names)} assignments"
+            bar = tqdm(total=len(futures), desc=desc, unit="submission", disable=not progress)
             for future in as_completed(futures):
-                student = futures[future]
-                fp = todo[student][0]
+                state, fp, task, max_score, _ = futures[future]
+                student = task.student
                 try:
                     result = future.result()
                     merge_s = merge(course, result)
                     score = sum((g["auto_score"] or 0.0) for gs in result["grades"].values() for g in gs)
                     row = dict(
+                        assignment=task.name,
                         student=student,
                         status="graded",
                         score=score,
@@ -441,6 +483,7 @@ def grade(
                 except Exception as err:  # noqa: BLE001  (report this submission, finish the others)
                     reason = f"{type(err).__name__}: {err}"[:400]
                     row = dict(
+                        assignment=task.name,
                         student=student,
                         status="failed",
                         score=None,
@@ -457,13 +500,17 @@ def grade(
             client.close()
             if cluster is not None:
                 cluster.close()
-    return sorted(rows, key=lambda r: r["student"])
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: (order[r["assignment"]], r["student"]))
 
 
 def print_table(rows: list[dict], file=sys.stdout) -> None:
-    width = max([len("student")] + [len(r["student"]) for r in rows])
+    several = len({r.get("assignment") for r in rows}) > 1
+    label = (lambda r: f"{r['assignment']}/{r['student']}") if several else (lambda r: r["student"])
+    head = "assignment/student" if several else "student"
+    width = max([len(head)] + [len(label(r)) for r in rows])
     print(
-        f"\n{'student':{width}s}  {'score':>7s}  {'max':>5s}  {'seconds':>7s}  {'flags':>5s}  status",
+        f"\n{head:{width}s}  {'score':>7s}  {'max':>5s}  {'seconds':>7s}  {'flags':>5s}  status",
         file=file,
     )
     print("-" * (width + 48), file=file)
@@ -471,7 +518,7 @@ def print_table(rows: list[dict], file=sys.stdout) -> None:
         score = "-" if r["score"] is None else f"{r['score']:.1f}"
         status = r["status"] + (f" ({r['reason']})" if r.get("reason") else "")
         print(
-            f"{r['student']:{width}s}  {score:>7s}  {r['max_score']:5.1f}  {r['seconds']:7.1f}  {r['flags']:5d}  "
+            f"{label(r):{width}s}  {score:>7s}  {r['max_score']:5.1f}  {r['seconds']:7.1f}  {r['flags']:5d}  "
             f"{status}",
             file=file,
         )
