@@ -542,6 +542,26 @@ def test_batch_loss_gradient_matches_autograd_of_the_plain_formula():
     np.testing.assert_allclose(X1.grad.numpy(), X2.grad.numpy(), rtol=1e-9, atol=1e-12)
 
 
+def test_uniform_repulsion_as_a_number_matches_autograd_of_the_plain_formula():
+    """NeuralEE's mini-batches pass uniform w⁻ as the number 1/N² (no b × b tensor): value and gradient against
+    autograd on the textbook expression with that weight on every pair n ≠ m (and 0 on the diagonal)."""
+    from sccourse._ee_kernels import Repulsion
+
+    rng = np.random.default_rng(6)
+    b, weight = 700, 1.0 / 5000**2  # more cells than one tile: off-diagonal tiles and their mirror images
+    Xb = torch.tensor(rng.normal(size=(b, 2)), dtype=torch.float64)
+    X1 = Xb.clone().requires_grad_(True)
+    ours = Repulsion.apply(X1, weight)
+    ours.backward()
+    X2 = Xb.clone().requires_grad_(True)
+    d2 = ((X2[:, None, :] - X2[None, :, :]) ** 2).sum(-1)
+    off = 1.0 - torch.eye(b, dtype=torch.float64)
+    ref = (weight * off * torch.exp(-d2)).sum()
+    ref.backward()
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
+    np.testing.assert_allclose(X1.grad.numpy(), X2.grad.numpy(), rtol=1e-9, atol=1e-18)
+
+
 def test_neuralee_trains_every_cell_and_maps_held_out_cells(synthetic_pcs):
     pcs, _labels = synthetic_pcs
     rng = np.random.default_rng(0)

@@ -268,17 +268,17 @@ class RepulsiveWeights:
             w.fill_diagonal_(0.0)
         return w
 
-    def sub(self, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """w⁻ restricted to the cells ``index`` (b × b), for mini-batches."""
-        b = index.numel()
+    def sub(self, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | float:
+        """w⁻ restricted to the cells ``index`` (b × b), for mini-batches; for uniform weights the number
+        1/N² (every pair of distinct cells; :class:`Repulsion` takes it as is).
+        """
+        if self.kind == "uniform":
+            return 1.0 / (self.n * self.n)
         if self.kind == "dense":
             return self.dense[index][:, index].to(dtype)
-        if self.kind == "uniform":
-            w = torch.full((b, b), 1.0 / (self.n * self.n), dtype=dtype, device=index.device)
-        else:
-            Yb = self._Y64[index]
-            sq = self._sq[index]
-            w = ((sq[:, None] + sq[None, :] - 2.0 * (Yb @ Yb.T)).clamp_min(0.0) / self.scale).to(dtype)
+        Yb = self._Y64[index]
+        sq = self._sq[index]
+        w = ((sq[:, None] + sq[None, :] - 2.0 * (Yb @ Yb.T)).clamp_min(0.0) / self.scale).to(dtype)
         w.fill_diagonal_(0.0)
         return w
 
@@ -410,17 +410,24 @@ def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True
             # number below 3e-38 (float32) that leaves every sum unchanged at working precision
             Kt.clamp_min_(floor).exp_()
             w = weight_tile(i0, i1, j0, j1)
-            Kt.mul_(w)
             diagonal = i0 == j0
-            if diagonal and not isinstance(w, torch.Tensor):
-                Kt.fill_diagonal_(0.0)
+            scalar = not isinstance(w, torch.Tensor)
+            if scalar:
+                # one weight for the tile: applied to the row sums and gradient rows, not to the tile, whose
+                # far pairs (exp(floor) ≈ 3e-38) would become subnormal numbers (w = 1/N² ≈ 1e-10 at 100k
+                # cells) and make every later pass over the tile several times slower
+                if diagonal:
+                    Kt.fill_diagonal_(0.0)
+            else:
+                Kt.mul_(w)
+            c = float(w) if scalar else 1.0
             rs = Kt.sum(1)
-            total += rs.sum(dtype=torch.float64) * (1.0 if diagonal else 2.0)
+            total += rs.sum(dtype=torch.float64) * (c if diagonal else 2.0 * c)
             if need_grad:
                 # (Xᵀ Kᵀ)ᵀ and (Xᵀ K)ᵀ: the layouts the BLAS handles fastest for a thin X
-                grad[i0:i1] += torch.mm(XT[:, j0:j1], Kt.T).T - rs[:, None] * Xi
+                grad[i0:i1] += (torch.mm(XT[:, j0:j1], Kt.T).T - rs[:, None] * Xi).mul_(c)
                 if not diagonal:
-                    grad[j0:j1] += torch.mm(XT[:, i0:i1], Kt).T - Kt.sum(0)[:, None] * X[j0:j1]
+                    grad[j0:j1] += (torch.mm(XT[:, i0:i1], Kt).T - Kt.sum(0)[:, None] * X[j0:j1]).mul_(c)
     if need_grad:
         grad.mul_(4.0)
     return total, grad
@@ -429,13 +436,18 @@ def repulsion(X: torch.Tensor, weight_tile, *, tile: int, need_grad: bool = True
 class Repulsion(torch.autograd.Function):
     """``Σ_nm w⁻_nm exp(−‖x_n − x_m‖²)`` for a symmetric b × b ``w⁻``, with its gradient
     ``−4 (diag(K1) − K) X`` (``K = w⁻ ∘ exp(−D²)``) computed in the same blocked pass (:func:`repulsion`), so
-    neither the forward nor the backward pass keeps a b × b intermediate alive. ``Repulsion.apply(X, wneg)``.
+    neither the forward nor the backward pass keeps a b × b intermediate alive. ``Repulsion.apply(X, wneg)``;
+    ``wneg`` may also be a number: the same weight for every pair n ≠ m (uniform repulsion, no b × b tensor).
     """
 
     @staticmethod
     def forward(ctx, X, wneg):
         tile = repulsion_tile(X.shape[0], device=X.device, itemsize=X.element_size())
-        total, grad = repulsion(X.detach(), lambda i0, i1, j0, j1: wneg[i0:i1, j0:j1], tile=tile)
+        if isinstance(wneg, torch.Tensor):
+            weight = lambda i0, i1, j0, j1: wneg[i0:i1, j0:j1]  # noqa: E731
+        else:
+            weight = lambda i0, i1, j0, j1: float(wneg)  # noqa: E731
+        total, grad = repulsion(X.detach(), weight, tile=tile)
         ctx.save_for_backward(grad)
         return total.to(X.dtype)
 

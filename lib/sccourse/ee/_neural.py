@@ -240,8 +240,7 @@ class NeuralEE(_EmbeddingEstimator):
                     ).tocoo()
                     r, c, w = Wb.row, Wb.col, Wb.data
                     scale = 1.0
-                    wneg_b = torch.full((nb, nb), 1.0 / (nb * nb), dtype=torch.float32, device=dev)
-                    wneg_b.fill_diagonal_(0.0)
+                    wneg_b = 1.0 / (nb * nb)  # every pair of distinct cells of the batch
                 rt = torch.as_tensor(r, device=dev)
                 ct = torch.as_tensor(c, device=dev)
                 wt = torch.as_tensor(w, dtype=torch.float32, device=dev)
