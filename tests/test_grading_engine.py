@@ -123,3 +123,28 @@ def test_engine_grades_in_parallel_reports_failures_and_resumes(tmp_path):
 def test_engine_refuses_an_empty_or_repeated_list_of_assignments(names, tmp_path):
     with pytest.raises(ValueError, match="assignment"):
         _engine.grade(names, course_root=tmp_path, progress=False)
+
+
+def test_the_final_table_names_the_assignment_when_there_are_several(capsys):
+    rows = [
+        dict(
+            assignment=NAME, student="s1", score=10.0, max_score=12.0, seconds=3.2, flags=0, status="graded"
+        ),
+        dict(
+            assignment=OTHER,
+            student="s1",
+            score=None,
+            max_score=9.0,
+            seconds=0.0,
+            flags=0,
+            status="failed",
+            reason="RuntimeError: boom",
+        ),
+    ]
+    _engine.print_table(rows)
+    out = capsys.readouterr().out
+    assert f"{NAME}/s1" in out and f"{OTHER}/s1" in out and "failed (RuntimeError: boom)" in out
+    assert "1 graded, 0 unchanged, 1 failed" in out
+    _engine.print_table(rows[:1])
+    out = capsys.readouterr().out
+    assert f"{NAME}/s1" not in out and "s1" in out  # one assignment: the student alone

@@ -504,7 +504,9 @@ def grade(
     return sorted(rows, key=lambda r: (order[r["assignment"]], r["student"]))
 
 
-def print_table(rows: list[dict], file=sys.stdout) -> None:
+def print_table(rows: list[dict], file=None) -> None:
+    # the stream of the moment (redirected or captured), not the one of import time
+    file = sys.stdout if file is None else file
     several = len({r.get("assignment") for r in rows}) > 1
     label = (lambda r: f"{r['assignment']}/{r['student']}") if several else (lambda r: r["student"])
     head = "assignment/student" if several else "student"
