@@ -32,6 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 @dataclass
@@ -322,10 +323,20 @@ def _client(scheduler: str | None, workers: int | None):
     return Client(cluster), cluster
 
 
-def _plan(course: Course, name: str, *, mode, students, force, sandbox, timeout, config) -> tuple[list, list]:
-    """One assignment's rows of unchanged submissions and its tasks ``(state, fingerprint, task, max_score,
-    last_seconds)``.
-    """
+class _Job(NamedTuple):
+    """One submission to grade: its task, where its result is recorded, and what the last grading took."""
+
+    task: Task
+    state: State
+    fingerprint: str
+    max_score: float
+    last_seconds: float
+
+
+def _plan(
+    course: Course, name: str, *, mode, students, force, sandbox, timeout, config, gradebook
+) -> tuple[list[dict], list[_Job]]:
+    """One assignment's rows of unchanged submissions and its jobs."""
     from nbgrader.api import Gradebook
 
     source_dir = course.root / course.source / name
@@ -341,7 +352,6 @@ def _plan(course: Course, name: str, *, mode, students, force, sandbox, timeout,
         found = {s: found[s] for s in students}
     state = State(course, name)
     source = _files(source_dir)
-    gradebook = course.db_path.read_bytes()
     rows, todo = [], []
     for student, folder in found.items():
         files = _files(folder)
@@ -373,7 +383,7 @@ def _plan(course: Course, name: str, *, mode, students, force, sandbox, timeout,
             timeout=timeout,
             course_id=course.course_id,
         )
-        todo.append((state, fp, task, max_score, float(prev.get("seconds") or 0.0)))
+        todo.append(_Job(task, state, fp, max_score, float(prev.get("seconds") or 0.0)))
     return rows, todo
 
 
@@ -424,6 +434,7 @@ def grade(
     if not course.db_path.exists():
         raise FileNotFoundError(f"no gradebook at {course.db_path}: run `python3 tasks.py release` first")
     config = (course.root / "nbgrader_config.py").read_bytes()
+    gradebook = course.db_path.read_bytes()
     rows, todo = [], []
     for n in names:
         r, t = _plan(
@@ -435,25 +446,24 @@ def grade(
             sandbox=sandbox,
             timeout=timeout,
             config=config,
+            gradebook=gradebook,
         )
         rows += r
         todo += t
     # longest known first (Python's sort is stable: unknown durations keep their assignment/student order)
-    todo.sort(key=lambda item: -item[4])
+    todo.sort(key=lambda job: -job.last_seconds)
     if todo:
         client, cluster = _client(scheduler, workers)
         try:
             futures = {}
-            for item in todo:
-                _, fp, task, _, _ = item
-                future = client.submit(
-                    grade_one, task, key=f"grade-{task.name}-{task.student}-{fp[:12]}", retries=1, pure=False
-                )
-                futures[future] = item
+            for job in todo:
+                key = f"grade-{job.task.name}-{job.task.student}-{job.fingerprint[:12]}"
+                futures[client.submit(grade_one, job.task, key=key, retries=1, pure=False)] = job
             desc = f"grading {names[0]}" if len(names) == 1 else f"grading {len(names)} assignments"
             bar = tqdm(total=len(futures), desc=desc, unit="submission", disable=not progress)
             for future in as_completed(futures):
-                state, fp, task, max_score, _ = futures[future]
+                job = futures[future]
+                task, state, fp, max_score = job.task, job.state, job.fingerprint, job.max_score
                 student = task.student
                 try:
                     result = future.result()
