@@ -491,3 +491,52 @@ def test_select_variable_genes_rejects_nan_and_non_integer_counts():
         N.select_variable_genes(a, 2)
     with pytest.raises(ValueError, match="integer counts"):
         N.select_variable_genes(ad.AnnData(np.array([[1.0, 0.5, 2.0], [0.0, 1.0, 3.0]])), 2)
+
+
+@pytest.mark.parametrize("case", ["positive", "zero_row", "tiny_block", "tiny_everywhere"])
+def test_dense_ratio_against_numpy_where_the_clamp_matters(case):
+    # R = X / max(WH, eps) and Σ X log max(WH, eps): the clamp pass is skipped only when a lower bound on WH
+    # proves it a no-op, so every case must equal the plain formula; the buffer reused between calls must
+    # hold the latest call's R
+    from sccourse._nmf_kernels import EPS, DenseData
+
+    rng = np.random.default_rng(3)
+    X = rng.poisson(3.0, size=(40, 30)).astype(np.float64)
+    W = rng.random((40, 4)) + 0.05
+    H = rng.random((4, 30)) + 0.05
+    if case == "zero_row":
+        W[5] = 0.0  # (WH)_5j = 0: every entry of that row is clamped
+    elif case == "tiny_block":
+        W[:10] *= 1e-8
+        H[:, :7] *= 1e-3  # (WH) below eps only in a 10 x 7 block
+    elif case == "tiny_everywhere":
+        W *= 1e-9
+    data = DenseData(torch.as_tensor(X))
+    other, _ = data.ratio(torch.as_tensor(W + 1.0), torch.as_tensor(H), False)  # fills the buffer first
+    R, xlog = data.ratio(torch.as_tensor(W), torch.as_tensor(H), True)
+    WH = np.maximum(W @ H, EPS)
+    np.testing.assert_allclose(R.numpy(), X / WH, rtol=1e-12)
+    assert xlog == pytest.approx(float(np.sum(X * np.log(WH))), rel=1e-12)
+    if case != "positive":
+        assert (W @ H < EPS).any()  # the case does exercise the clamp
+
+
+def test_poisson_with_a_zero_factor_row_matches_sklearn(counts):
+    # a gene whose W row starts at zero: WH is zero on that row, the eps guard decides R there
+    Xc, _ = counts
+    W0, H0 = N.initialize(Xc, 5, orientation="cells_x_genes", seed=1)
+    W0 = W0.copy()
+    W0[3] = 0.0
+    Wc, Hg = _sklearn_fit(Xc, W0, H0, "poisson", 30)
+    res = N.nmf(
+        Xc,
+        5,
+        loss="poisson",
+        orientation="cells_x_genes",
+        init=(W0, H0),
+        max_iter=30,
+        dtype=torch.float64,
+        device="cpu",
+    )
+    np.testing.assert_allclose(res.H.T, Wc, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(res.W.T, Hg, rtol=1e-6, atol=1e-9)

@@ -11,6 +11,7 @@ is the same for dense and sparse input:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -44,13 +45,17 @@ class DenseData:
         self.shape = tuple(X.shape)
         self.max_x = float(X.max())
         self.sum_x = _fsum(X)
-        self.sum_x2 = (
-            float(torch.sum(X.double() ** 2)) if X.dtype != torch.float64 else float(torch.sum(X * X))
-        )
-        pos = X > 0
-        self.sum_xlogx = _fsum(
-            torch.where(pos, X * torch.log(torch.where(pos, X, torch.ones_like(X))), torch.zeros_like(X))
-        )
+        self._buf = None  # the M x N buffer of ratio()
+
+    # each loss needs one of these constants: computed on first use (a pass over X and an M x N temporary each)
+    @functools.cached_property
+    def sum_x2(self) -> float:
+        X = self.X
+        return float(torch.sum(X.double() ** 2)) if X.dtype != torch.float64 else float(torch.sum(X * X))
+
+    @functools.cached_property
+    def sum_xlogx(self) -> float:
+        return _fsum(torch.special.xlogy(self.X, self.X))  # 0 log 0 = 0
 
     def x_ht(self, H: torch.Tensor) -> torch.Tensor:
         """``X Hᵀ`` (M x K)."""
@@ -64,11 +69,23 @@ class DenseData:
         """``R = X / max(WH, eps)`` (zero where X is zero) and, if asked, ``Σ X log max(WH, eps)``.
 
         ``transposed`` is accepted for symmetry with :class:`SparseData` (a dense ``R`` serves both updates).
+        ``R`` is written into one M x N buffer kept between calls (valid until the next call): a fresh
+        M x N temporary per half-step costs the allocator and first-touch page faults about as much as one
+        of the products.
         """
-        WH = (W @ H).clamp_min_(EPS)
-        R = self.X / WH
-        xlog = _fsum(self.X * torch.log(WH)) if want_loglik else None
-        return R, xlog
+        buf = self._buf
+        if buf is None or buf.dtype != W.dtype or buf.device != W.device:
+            buf = self._buf = torch.empty(self.shape, dtype=W.dtype, device=W.device)
+        torch.mm(W, H, out=buf)
+        # (WH)_ij >= max(Σ_k W_ik min_j H_kj, Σ_k min_i W_ik H_kj): on the CPU, when either bound clears EPS
+        # everywhere, the clamp is a no-op and its pass over the buffer is skipped (same numbers either way);
+        # on a GPU the pass is cheaper than the host synchronisation the check needs
+        if buf.device.type != "cpu" or not (
+            float((W @ H.amin(1)).min()) >= EPS or float((W.amin(0) @ H).min()) >= EPS
+        ):
+            buf.clamp_min_(EPS)
+        xlog = _fsum(self.X * torch.log(buf)) if want_loglik else None
+        return torch.div(self.X, buf, out=buf), xlog
 
     @staticmethod
     def r_ht(R, H):
@@ -178,13 +195,14 @@ class SparseData:
 
 
 def _flush_subnormal_(T: torch.Tensor) -> torch.Tensor:
-    """Set entries below the smallest normal number of the dtype (1.2e-38 in float32) to 0, in place.
+    """Set entries at or below the smallest normal number of the dtype (1.2e-38 in float32) to 0, in place.
 
     Multiplicative updates drive unused entries of W and H geometrically towards 0; once subnormal they make
     every later product several times slower on CPUs (the BLAS/sparse threads do not flush them), while
     holding nothing a float could still represent relative to the other entries.
     """
-    return T.masked_fill_(T < torch.finfo(T.dtype).tiny, 0.0)
+    # one pass: x if x > tiny else 0 (NaN stays NaN, so divergence is still detected)
+    return torch.nn.functional.threshold_(T, torch.finfo(T.dtype).tiny, 0.0)
 
 
 def _guard(den: torch.Tensor) -> torch.Tensor:
