@@ -32,6 +32,10 @@ _BLOCK_ENTRIES = 1 << 22
 
 def _fsum(t: torch.Tensor) -> float:
     """Sum in float64 (accurate objective values from float32 tensors)."""
+    if (
+        t.dim() >= 2 and t.shape[-1] > 1
+    ):  # row sums first: torch's float64 reduction of a whole matrix is ~3x slower
+        return float(torch.sum(t.reshape(-1, t.shape[-1]), 1, dtype=torch.float64).sum())
     return float(torch.sum(t, dtype=torch.float64))
 
 
@@ -84,7 +88,7 @@ class DenseData:
             float((W @ H.amin(1)).min()) >= EPS or float((W.amin(0) @ H).min()) >= EPS
         ):
             buf.clamp_min_(EPS)
-        xlog = _fsum(self.X * torch.log(buf)) if want_loglik else None
+        xlog = _fsum(torch.special.xlogy(self.X, buf)) if want_loglik else None
         return torch.div(self.X, buf, out=buf), xlog
 
     @staticmethod
