@@ -627,6 +627,94 @@ def test_neuralee_batch_affinities_option(blobs):
         m.transform(Y[:, :3])
 
 
+def _random_graph(n: int, seed: int) -> sp.csr_matrix:
+    """A symmetric sparse graph with unequal weights, an isolated cell (0) and explicit zeros stored."""
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, n, density=0.2, random_state=seed, data_rvs=lambda k: rng.gamma(0.5, 1.0, k)).tocsr()
+    A = (A + A.T).tolil()
+    A.setdiag(0)
+    A[0, :] = 0
+    A[:, 0] = 0
+    A = A.tocsr()
+    A.data[:3] = 0.0  # stored zeros: never drawn
+    return A
+
+
+def test_neighbour_sampler_draws_each_neighbour_in_proportion_to_its_weight():
+    from scipy import stats
+
+    from sccourse.ee._training import NeighbourSampler
+
+    W = _random_graph(40, seed=1)
+    s = NeighbourSampler(W)
+    rng = np.random.default_rng(0)
+    cells = np.array([0, 5, 5, 17])  # the isolated cell 0 gets no draw; a cell may appear twice
+    row, j = s.draw(cells, 20_000, rng)
+    assert not np.any(row == 0)
+    assert np.array_equal(np.bincount(row, minlength=4), [0, 20_000, 20_000, 20_000])
+    for pos in (1, 3):
+        i = cells[pos]
+        w = W[i].toarray().ravel()
+        counts = np.bincount(j[row == pos], minlength=W.shape[0])
+        assert np.all(counts[w == 0] == 0)  # only neighbours, never a stored zero
+        nz = w > 0
+        expected = w[nz] / w.sum() * counts.sum()
+        assert stats.chisquare(counts[nz], expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_sampled_attraction_is_an_unbiased_estimate_of_the_attractive_term(m):
+    # Σ_ij W_ij ‖x_i − x_j‖² over ordered pairs, exactly, against the mean of the estimate over random batches
+    from sccourse.ee._training import NeighbourSampler
+
+    n, b = 40, 8
+    W = _random_graph(n, seed=2)
+    X = np.random.default_rng(3).normal(size=(n, 2))
+    Wd = W.toarray()
+    exact = float((Wd * ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)).sum())
+    s = NeighbourSampler(W)
+    rng = np.random.default_rng(4)
+    Xt = torch.as_tensor(X)
+    est = []
+    for _ in range(4000):
+        B = rng.choice(n, b, replace=False)
+        row, j = s.draw(B, m, rng)
+        est.append(float(s.attraction(Xt[torch.as_tensor(B)], Xt[torch.as_tensor(j)], B, row, m)))
+    est = np.asarray(est)
+    se = est.std() / np.sqrt(est.size)
+    assert abs(est.mean() - exact) < 4 * se
+    assert abs(est.mean() - exact) < 0.03 * exact
+
+
+def test_neuralee_sampled_attraction_trains_a_seeded_map_that_keeps_the_types(synthetic_pcs):
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    pcs, labels = synthetic_pcs
+    kw = dict(
+        lam=10.0,
+        perplexity=20,
+        batch_size=40,
+        epochs=30,
+        lr=3e-3,
+        hidden=(64, 32),
+        attraction="sampled",
+        neighbour_samples=2,
+        progress=False,
+        device="cpu",
+    )
+    m = ee.NeuralEE(seed=0, **kw).fit(pcs)
+    assert np.all(m.coverage_ == 30)
+    loss = m.history_["loss"].to_numpy()
+    assert loss[-5:].mean() < loss[:5].mean()
+    acc = cross_val_score(KNeighborsClassifier(15), m.embedding_, labels, cv=5).mean()
+    assert acc > 0.97
+    np.testing.assert_array_equal(m.embedding_, ee.NeuralEE(seed=0, **kw).fit_transform(pcs))
+    assert not np.allclose(m.embedding_, ee.NeuralEE(seed=1, **kw).fit_transform(pcs))
+    W = ee.entropic_affinities(pcs, 20, device="cpu")
+    np.testing.assert_array_equal(m.embedding_, ee.NeuralEE(seed=0, **kw).fit(pcs, Wpos=W).embedding_)
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_raises_clear_errors(blobs):
     Y, _ = blobs

@@ -259,6 +259,18 @@ PROBES = [
     ("NEE all-zero Wpos", lambda: _nee().fit(_Y(), Wpos=np.zeros((N, N))), V, "Wpos"),
     ("NEE Wpos with batch attraction", lambda: _nee(attraction="batch").fit(_Y(), Wpos=_W()), V, "Wpos"),
     ("NEE batch perplexity", lambda: _nee(attraction="batch", batch_size=5).fit(_Y()), V, "perplexity"),
+    (
+        "NEE neighbour_samples 0",
+        lambda: _nee(attraction="sampled", neighbour_samples=0).fit(_Y()),
+        V,
+        "neighbour",
+    ),
+    (
+        "NEE neighbour_samples float",
+        lambda: _nee(attraction="sampled", neighbour_samples=2.5).fit(_Y()),
+        V,
+        "neighbour",
+    ),
     ("NEE progress word", lambda: _nee(progress="yes").fit(_Y()), T, "progress"),
     ("NEE not fitted", lambda: ee.NeuralEE().transform(_Y()), V, "not fitted"),
     ("NEE transform features", lambda: _fitted().transform(_Y()[:, :3]), V, "features"),

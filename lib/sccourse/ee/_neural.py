@@ -28,7 +28,13 @@ from ._checks import (
     write_back,
 )
 from ._estimator import _EmbeddingEstimator
-from ._training import _batch_loss, _check_hidden, _finite_epoch_loss, _mlp, epoch_batches
+from ._training import NeighbourSampler, _batch_loss, _check_hidden, _finite_epoch_loss, _mlp, epoch_batches
+
+
+def _no_edges(dev) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An empty edge list (rows, cols, weights) for :func:`_batch_loss`: its repulsive term alone."""
+    empty = torch.zeros(0, dtype=torch.int64, device=dev)
+    return empty, empty, torch.zeros(0, dtype=torch.float32, device=dev)
 
 
 def _check_batch_size(batch_size) -> int | float:
@@ -49,8 +55,13 @@ class NeuralEE(_EmbeddingEstimator):
     Every epoch draws a new random partition of the cells into batches (so every cell is trained on
     once per epoch); each batch's loss is the EE objective restricted to the batch, rescaled by
     ``N(N−1) / (b(b−1))`` so that it estimates the full objective. Attractive weights come from the
-    sparse global graph W⁺ restricted to the batch (``attraction="global"``) or from entropic affinities
-    recomputed on the batch (``attraction="batch"``, NeuralEE's scheme at ``1/b`` normalisation).
+    sparse global graph W⁺ restricted to the batch (``attraction="global"``), from entropic affinities
+    recomputed on the batch (``attraction="batch"``, NeuralEE's scheme at ``1/b`` normalisation), or from
+    ``neighbour_samples`` neighbours of every batch cell drawn from W⁺ with probability ``W⁺_ij / d_i``
+    (``attraction="sampled"``: the attractive term estimated as ``(N / (b m)) Σ_{i∈B} d_i Σ_draws ‖x_i − x_j‖²``,
+    unbiased like the others; at ``b ≪ N`` a random batch holds only about ``b / N`` of a cell's edges, while
+    here every cell is pulled towards ``m`` of its neighbours each step, at the cost of ``b m`` extra forward
+    rows).
 
     Parameters
     ----------
@@ -63,7 +74,9 @@ class NeuralEE(_EmbeddingEstimator):
     epochs, lr, weight_decay
         Adam training schedule (``epochs`` ≥ 1, ``lr`` > 0, ``weight_decay`` ≥ 0).
     attraction
-        ``"global"`` or ``"batch"`` (see above).
+        ``"global"``, ``"batch"`` or ``"sampled"`` (see above).
+    neighbour_samples
+        Neighbours drawn per batch cell and step with ``attraction="sampled"`` (≥ 1; ignored otherwise).
     device, seed, progress
         As everywhere in sccourse (``progress=None``: a bar on a terminal or in Jupyter only).
 
@@ -71,7 +84,8 @@ class NeuralEE(_EmbeddingEstimator):
     ----------
     history_ : DataFrame with ``epoch``, ``loss`` (mean batch estimate of E), ``n_batches``, ``cells_seen``,
         ``time_s``
-    coverage_ : ndarray (N,), how many times each cell was in a batch (= ``epochs`` for every cell)
+    coverage_ : ndarray (N,), how many times each cell was in a batch (= ``epochs`` for every cell; a cell
+        drawn as a sampled neighbour is not counted)
     embedding_ : ndarray (N × d), ``transform`` of the training cells after training
     net_ : torch.nn.Module
     """
@@ -90,7 +104,8 @@ class NeuralEE(_EmbeddingEstimator):
         epochs: int = 200,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
-        attraction: Literal["global", "batch"] = "global",
+        attraction: Literal["global", "batch", "sampled"] = "global",
+        neighbour_samples: int = 3,
         device: Device = "auto",
         seed: int = 0,
         progress: bool | None = None,
@@ -108,12 +123,14 @@ class NeuralEE(_EmbeddingEstimator):
         )
         self.hidden, self.batch_size = hidden, batch_size
         self.epochs, self.lr, self.weight_decay, self.attraction = epochs, lr, weight_decay, attraction
+        self.neighbour_samples = neighbour_samples
 
     def _checked(self) -> SimpleNamespace:
         """The options, validated (the estimator's ``__init__`` only stores them)."""
         return SimpleNamespace(
             **self._common_checked(),
-            attraction=check_choice(self.attraction, "attraction", ("global", "batch")),
+            attraction=check_choice(self.attraction, "attraction", ("global", "batch", "sampled")),
+            neighbour_samples=check_int(self.neighbour_samples, "neighbour_samples", minimum=1),
             hidden=_check_hidden(self.hidden),
             batch_size=_check_batch_size(self.batch_size),
             epochs=check_int(self.epochs, "epochs", minimum=1),
@@ -144,8 +161,8 @@ class NeuralEE(_EmbeddingEstimator):
         Y
             Training cells.
         Wpos
-            Precomputed attractive weights for ``attraction="global"`` (N × N, symmetric, non-negative, not all
-            zero); default: entropic affinities of ``Y``.
+            Precomputed attractive weights for ``attraction="global"`` or ``"sampled"`` (N × N, symmetric,
+            non-negative, not all zero); default: entropic affinities of ``Y``.
         use_rep, key_added
             AnnData slots read and written.
 
@@ -160,12 +177,12 @@ class NeuralEE(_EmbeddingEstimator):
         dev = p.device
         b = self._batch_size(p.batch_size, n)
         W = None
-        if p.attraction == "global":
+        if p.attraction in ("global", "sampled"):
             W = sp.csr_matrix(self._attraction(p, Yn, Wpos))
         else:
             if Wpos is not None:
                 raise ValueError(
-                    "Wpos is used only with attraction='global'; attraction='batch' computes its own"
+                    "Wpos is used only with attraction='global' or 'sampled'; attraction='batch' computes its own"
                 )
             perplexity = check_perplexity(self.perplexity, n)
             if perplexity >= b - 1:
@@ -203,6 +220,8 @@ class NeuralEE(_EmbeddingEstimator):
         rows_out = []
         t0 = time.perf_counter()
         full_wneg = None  # the full-batch w⁻ (b = N), formed once
+        sampler = NeighbourSampler(W) if p.attraction == "sampled" else None
+        m = p.neighbour_samples
         bar = _progress.bar(range(1, p.epochs + 1), progress=self.progress, desc="NeuralEE")
         for epoch in bar:
             batches = epoch_batches(n, b, rng)
@@ -213,14 +232,7 @@ class NeuralEE(_EmbeddingEstimator):
                     B = np.arange(n)
                 coverage[B] += 1
                 Bt = torch.as_tensor(B, device=dev)
-                if p.attraction == "global":
-                    pos[B] = np.arange(nb)
-                    sub = W[B]
-                    cols = pos[sub.indices]
-                    keep = cols >= 0
-                    r = np.repeat(np.arange(nb), np.diff(sub.indptr))[keep]
-                    c, w = cols[keep], sub.data[keep]
-                    pos[B] = -1
+                if p.attraction in ("global", "sampled"):
                     scale = (n * (n - 1.0)) / (nb * (nb - 1.0))
                     if nb < n:
                         wneg_b = wneg.sub(Bt, torch.float32)
@@ -228,24 +240,40 @@ class NeuralEE(_EmbeddingEstimator):
                         if full_wneg is None:
                             full_wneg = wneg.sub(Bt, torch.float32)
                         wneg_b = full_wneg
+                if p.attraction == "sampled":
+                    row, j = sampler.draw(B, m, rng)
+                    X_all = net(Yt[torch.as_tensor(np.concatenate([B, j]), device=dev)])
+                    Xb = X_all[:nb]
+                    loss = sampler.attraction(Xb, X_all[nb:], B, row, m) + scale * _batch_loss(
+                        Xb, *_no_edges(dev), wneg_b, p.lam
+                    )
                 else:
-                    Wb = entropic_affinities(
-                        Yn[B],
-                        self.perplexity,
-                        n_neighbors=None,
-                        method=p.affinity,
-                        use_rep=None,
-                        device=dev,
-                        seed=p.seed,
-                    ).tocoo()
-                    r, c, w = Wb.row, Wb.col, Wb.data
-                    scale = 1.0
-                    wneg_b = 1.0 / (nb * nb)  # every pair of distinct cells of the batch
-                rt = torch.as_tensor(r, device=dev)
-                ct = torch.as_tensor(c, device=dev)
-                wt = torch.as_tensor(w, dtype=torch.float32, device=dev)
-                Xb = net(Yt[Bt])
-                loss = scale * _batch_loss(Xb, rt, ct, wt, wneg_b, p.lam)
+                    if p.attraction == "global":
+                        pos[B] = np.arange(nb)
+                        sub = W[B]
+                        cols = pos[sub.indices]
+                        keep = cols >= 0
+                        r = np.repeat(np.arange(nb), np.diff(sub.indptr))[keep]
+                        c, w = cols[keep], sub.data[keep]
+                        pos[B] = -1
+                    else:
+                        Wb = entropic_affinities(
+                            Yn[B],
+                            self.perplexity,
+                            n_neighbors=None,
+                            method=p.affinity,
+                            use_rep=None,
+                            device=dev,
+                            seed=p.seed,
+                        ).tocoo()
+                        r, c, w = Wb.row, Wb.col, Wb.data
+                        scale = 1.0
+                        wneg_b = 1.0 / (nb * nb)  # every pair of distinct cells of the batch
+                    rt = torch.as_tensor(r, device=dev)
+                    ct = torch.as_tensor(c, device=dev)
+                    wt = torch.as_tensor(w, dtype=torch.float32, device=dev)
+                    Xb = net(Yt[Bt])
+                    loss = scale * _batch_loss(Xb, rt, ct, wt, wneg_b, p.lam)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

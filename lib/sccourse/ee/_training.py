@@ -314,3 +314,50 @@ def batch_ee_loss(
         raise ValueError("wneg must be symmetric (the fused gradient assumes it)")
     check_lam(lam)
     return _batch_loss(Xb, rows, cols, w, wneg, lam)
+
+
+class NeighbourSampler:
+    """Draws graph neighbours ``j`` of given cells ``i`` with probability ``W_ij / d_i`` (``d_i = Σ_j W_ij``).
+
+    The attractive term ``Σ_ij W_ij ‖x_i − x_j‖²`` (ordered pairs) equals ``N · E_i[d_i E_j ‖x_i − x_j‖²]`` for ``i``
+    uniform over the N cells, so for a uniform batch B of b cells with ``m`` neighbours drawn per cell,
+    ``(N / (b m)) Σ_{i ∈ B} d_i Σ_draws ‖x_i − x_j‖²`` is an unbiased estimate of it (:meth:`attraction`). Unlike the
+    graph restricted to a random batch, which holds about ``b / N`` of each cell's edges, every cell of the
+    batch gets ``m`` attractive partners.
+
+    Parameters
+    ----------
+    W
+        N × N non-negative sparse weights (any SciPy sparse format; explicit zeros are ignored).
+    """
+
+    def __init__(self, W: sp.spmatrix):
+        W = sp.csr_matrix(W, dtype=np.float64, copy=True)
+        W.eliminate_zeros()
+        W.sort_indices()
+        self.n = W.shape[0]
+        self.indptr, self.indices = W.indptr, W.indices
+        self.cum = np.cumsum(W.data)
+        self.start = np.concatenate([[0.0], self.cum])[W.indptr[:-1]]  # Σ of the weights before row i
+        self.degree = np.asarray(W.sum(1)).ravel()
+
+    def draw(self, cells: np.ndarray, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``m`` neighbours of each cell (with replacement): ``(row, j)`` with ``row`` the position of the cell
+        in ``cells`` (repeated ``m`` times; cells without edges are left out) and ``j`` the neighbour's index.
+        """
+        row = np.repeat(np.arange(cells.size), m)
+        i = cells[row]
+        keep = self.degree[i] > 0
+        row, i = row[keep], i[keep]
+        u = self.start[i] + rng.random(i.size) * self.degree[i]
+        k = np.searchsorted(self.cum, u, side="right")
+        k = np.clip(k, self.indptr[i], self.indptr[i + 1] - 1)  # u rounded onto the row's upper end
+        return row, self.indices[k]
+
+    def attraction(self, Xb: torch.Tensor, Xj: torch.Tensor, cells: np.ndarray, row: np.ndarray, m: int):
+        """The unbiased estimate ``(N / (b m)) Σ d_i ‖x_i − x_j‖²`` from the batch's embedding ``Xb`` (b × d) and
+        the drawn neighbours' ``Xj`` (one row per draw of :meth:`draw`).
+        """
+        rt = torch.as_tensor(row, device=Xb.device)
+        d = torch.as_tensor(self.degree[cells[row]], dtype=Xb.dtype, device=Xb.device)
+        return (self.n / (cells.size * m)) * (d * ((Xb[rt] - Xj) ** 2).sum(1)).sum()
