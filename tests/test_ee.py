@@ -105,11 +105,13 @@ def test_duplicated_cells_get_the_limit_and_are_reported(blobs):
     assert info["converged"][8:].all()
 
 
-def test_exact_knn_matches_sklearn(blobs):
+# the default block (one here), many blocks, blocks of one row
+@pytest.mark.parametrize("max_block_mb", [None, 0.05, 0.0])
+def test_exact_knn_matches_sklearn(blobs, max_block_mb):
     from sccourse import _ee_kernels as K
 
     Y, _ = blobs
-    idx, d2 = K.knn_exact(torch.as_tensor(Y), 12, max_block_mb=0.05)  # forces many row blocks
+    idx, d2 = K.knn_exact(torch.as_tensor(Y), 12, max_block_mb=max_block_mb)
     dist, ref = NearestNeighbors(n_neighbors=13).fit(Y).kneighbors(Y)
     np.testing.assert_array_equal(np.sort(idx.numpy(), 1), np.sort(ref[:, 1:], 1))
     np.testing.assert_allclose(d2.numpy(), dist[:, 1:] ** 2, rtol=1e-10)
