@@ -103,7 +103,10 @@ def lock(args) -> int:
     import tempfile
 
     setup()
-    if _run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "uv"]) != 0:
+    # setup() installs the previous lock with the package itself --no-deps: bring the environment up to the current
+    # pyproject.toml first (a new dependency, a raised lower bound), upgrading only what no longer satisfies it
+    pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    if _run(pip + ["-e", ".[dev]"]) != 0 or _run(pip + ["uv"]) != 0:
         return 1
     frozen = subprocess.run(
         [PY, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
@@ -223,7 +226,15 @@ def grade(args) -> int:
 
 # What students receive: the released notebooks, the library, the data registry and the set-up. Never solutions/,
 # tests/ (hidden-test wrong answers live there), a gradebook, submissions or the instructor's tooling.
-STUDENT_FILES = ["assignments", "lib", "data/registry.json", "pyproject.toml", "environment.yml", "tasks.py"]
+STUDENT_FILES = [
+    "assignments",
+    "lib",
+    "data/registry.json",
+    "pyproject.toml",
+    "requirements.lock",  # every student of a semester gets the same versions
+    "environment.yml",
+    "tasks.py",
+]
 STUDENT_EXCLUDE = {
     "__pycache__",
     ".ipynb_checkpoints",
@@ -239,7 +250,8 @@ python3 tasks.py setup
 ```
 
 **`python3 tasks.py setup`** creates `.venv/` with everything the notebooks need (PyTorch CPU first, then the course
-library and JupyterLab); it needs only Python >= 3.11 and is safe to re-run. **The second command** opens JupyterLab on
+library and JupyterLab, at the versions pinned in `requirements.lock`); it needs only Python >= 3.11 and is safe
+to re-run. **The second command** opens JupyterLab on
 the assignments (use `SCCOURSE_QUICK=1` instead for the quick version: smaller data, about a minute per notebook).
 
 Open `assignments/<name>/<name>.ipynb`, answer the cells marked `# YOUR CODE HERE` (delete the

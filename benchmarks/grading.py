@@ -343,9 +343,9 @@ def write_results(r: dict) -> None:
 | `sccourse grade`, LocalCluster with 2 workers | {r["local_s"]:.1f} s | {r["speedup_local"]:.2f}× |
 | `sccourse grade --scheduler`, `dask scheduler` + 2 `dask worker` processes on 127.0.0.1 | {r["external_s"]:.1f} s | {r["speedup_external"]:.2f}× |
 
-Scores identical in all three: **{"yes" if r["identical_scores"] else "NO: " + str(r["differences"])}**. Per-submission
-overhead of the engine: {r["overhead_per_submission_s"]:.2f} s (private course copy + merge into the gradebook,
-median {r["engine_overhead_median_s"]:.2f} s; the sandbox adds {r["sandbox"]["sandbox_overhead"]:.2f} s to a kernel's
+Scores identical in all three: **{"yes" if r["identical_scores"] else "NO: " + str(r["differences"])}**. Overhead
+per submission: {r["overhead_per_submission_s"]:.2f} s, the engine's median {r["engine_overhead_median_s"]:.2f} s (private
+course copy + merge into the gradebook) plus the sandbox's {r["sandbox"]["sandbox_overhead"]:.2f} s (a kernel's
 start up to the end of the notebook's set-up cell: {r["sandbox"]["sandboxed"]:.2f} s against {r["sandbox"]["plain"]:.2f} s;
 a bare kernel running `x = 1` starts in {r["sandbox"]["bare_sandboxed"]:.2f} s sandboxed against
 {r["sandbox"]["bare_plain"]:.2f} s, the difference being the watched libraries the grading kernel imports first,

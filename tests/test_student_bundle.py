@@ -19,6 +19,7 @@ def test_student_bundle_has_releases_and_library_but_no_solutions(tmp_path):
     for name in assignment_names():
         assert f"assignments/{name}/{name}.ipynb" in names
     assert "lib/sccourse/__init__.py" in names and "data/registry.json" in names and "tasks.py" in names
+    assert "requirements.lock" in names  # the same pinned versions as the course's own environment
     assert not any(
         n.startswith(("solutions/", "tests/", "benchmarks/", "submitted/", "autograded/", "feedback/"))
         for n in names
