@@ -256,7 +256,13 @@ def damped_newton(
         wabs = w.abs()
         floor = 1e-10 * wabs.amax(1, keepdim=True) + 1e-300
         denom = torch.clamp(wabs, min=floor) + lam_a[:, None] * wabs.mean(1, keepdim=True)
-        step = -(V @ ((V.transpose(1, 2) @ grad.unsqueeze(-1)) / denom.unsqueeze(-1))).squeeze(-1)
+        coef = (V.transpose(1, 2) @ grad.unsqueeze(-1)) / denom.unsqueeze(-1)
+        # no step along a direction with no curvature to speak of (|w| below the floor): there the quadratic model
+        # says nothing, and a step of ∇/floor runs off along it. This is the dispersion of a gene at its Poisson
+        # limit (the size r → ∞, where the likelihood flattens): stepping there made the other coefficients'
+        # steps fail, the gene stall with a sizeable gradient, and the result depend on the number of threads
+        coef = torch.where((wabs < floor).unsqueeze(-1), torch.zeros_like(coef), coef)
+        step = -(V @ coef).squeeze(-1)
         step = torch.where(torch.isfinite(step), step, torch.zeros_like(step))
         f_new = _objective(loglik_fn, Ya, th + step, designs, slices)
         accept = torch.isfinite(f_new) & (f_new <= fval + 1e-12 * fval.abs())
