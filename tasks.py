@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 TORCH = "torch==2.13.0"
+UV = "uv==0.13.9"  # installs the lock (setup) and writes it (lock); pinned like everything else
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 
@@ -58,13 +59,21 @@ def setup() -> None:
         pip + ["--upgrade", "pip", "setuptools", "wheel"],
         pip + [TORCH],  # before anything else: a bare `torch` requirement would pull a multi-GB CUDA build
     ]
-    if LOCK.exists():  # the same versions on every machine: pinned and hash-checked, then the course itself
-        steps += [pip + ["--require-hashes", "-r", str(LOCK)], pip + ["--no-deps", "-e", "."]]
-    else:
+    if not LOCK.exists():
         steps += [pip + ["-e", ".[dev]"]]
     for cmd in steps:
         if _run(cmd) != 0:
             sys.exit(f"environment setup failed at: {' '.join(map(str, cmd))}")
+    if LOCK.exists():  # the same versions on every machine: pinned and hash-checked, then the course itself
+        # uv installs the pinned set in parallel and without byte-compiling it: 16 s against pip's 100-150 s on 2 cores
+        # (Python compiles each module on its first import instead); pip does it where uv cannot be had or fails
+        uv = [PY, "-m", "uv", "pip", "install", "--python", str(PY), "--require-hashes", "-r", str(LOCK)]
+        if _run(pip + ["-q", UV]) != 0 or _run(uv) != 0:
+            print("uv unavailable or failed: installing the lock with pip", flush=True)
+            if _run(pip + ["--require-hashes", "-r", str(LOCK)]) != 0:
+                sys.exit("environment setup failed at: pip install --require-hashes -r requirements.lock")
+        if _run(pip + ["--no-deps", "-e", "."]) != 0:
+            sys.exit("environment setup failed at: pip install --no-deps -e .")
     # a Jupyter kernel named python3 that points at this environment (nbgrader and papermill use it)
     _run(
         [
@@ -106,7 +115,7 @@ def lock(args) -> int:
     # setup() installs the previous lock with the package itself --no-deps: bring the environment up to the current
     # pyproject.toml first (a new dependency, a raised lower bound), upgrading only what no longer satisfies it
     pip = [PY, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    if _run(pip + ["-e", ".[dev]"]) != 0 or _run(pip + ["uv"]) != 0:
+    if _run(pip + ["-e", ".[dev]"]) != 0 or _run(pip + [UV]) != 0:
         return 1
     frozen = subprocess.run(
         [PY, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True, text=True, check=True
